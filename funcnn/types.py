@@ -1,0 +1,66 @@
+"""The types funcnn is built from: params, keys, pullbacks and the Layer protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+Params = dict[str, Any]
+"""A pytree: nested dict with str keys and ndarray leaves (``{}`` for no params)."""
+
+Key = np.ndarray
+"""A random key from ``fn.random.key(seed)``: uint32 array of shape (2,)."""
+
+Pullback = Callable[[np.ndarray], tuple[Params, np.ndarray]]
+"""``pullback(dy) -> (dparams, dx)``: the vector-Jacobian product at one point."""
+
+
+class Layer(NamedTuple):
+    """A layer is three pure functions (plus a name for printing and errors).
+
+    - ``init(key) -> params``: a key (or int seed) to a params pytree (``{}`` if none).
+    - ``apply(params, x) -> y``: the forward rule. No caches, no mutation.
+    - ``vjp(params, x) -> (y, pullback)`` with ``pullback(dy) -> (dparams, dx)``;
+      ``dparams`` has exactly the structure of ``params``.
+
+    ``children`` and ``child_keys`` describe composite layers for printing and
+    :func:`funcnn.summary`: child ``i`` uses ``params[child_keys[i]]``, or the whole
+    ``params`` when that key is ``None``.
+
+    Example, a custom layer that scales its input by a learned vector::
+
+        def Scale(n):
+            def init(key):
+                return {"scale": np.ones(n)}
+            def apply(params, x):
+                return x * params["scale"]
+            def vjp(params, x):
+                def pullback(dy):
+                    return {"scale": (dy * x).reshape(-1, n).sum(0)}, dy * params["scale"]
+                return apply(params, x), pullback
+            return fn.Layer(init, apply, vjp, name=f"Scale({n})")
+    """
+
+    init: Callable[[Any], Params]
+    apply: Callable[[Params, np.ndarray], np.ndarray]
+    vjp: Callable[[Params, np.ndarray], tuple[np.ndarray, Pullback]]
+    name: str = "Layer"
+    children: tuple["Layer", ...] = ()
+    child_keys: tuple[str | None, ...] = ()
+
+    def __repr__(self) -> str:
+        return "\n".join(self._lines())
+
+    def _lines(self) -> list[str]:
+        if not self.children:
+            return [self.name]
+        lines = [f"{self.name}("]
+        for i, child in enumerate(self.children):
+            label = f"[{self.child_keys[i]}] " if self.child_keys[i] is not None else ""
+            child_lines = child._lines()
+            lines.append(f"  {label}{child_lines[0]}")
+            lines.extend(f"  {line}" for line in child_lines[1:])
+        lines.append(")")
+        return lines
