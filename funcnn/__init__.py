@@ -1,6 +1,33 @@
-"""funcnn: functional neural networks in pure Python + NumPy."""
+"""funcnn: functional neural networks in pure Python + NumPy.
 
-from funcnn import errors, random, tree
+Layers are pure ``(init, apply, vjp)`` triples, params are nested dicts of arrays,
+and gradients are exact::
+
+    import funcnn as fn
+    model = fn.serial(fn.layers.Linear(1, 16), fn.layers.ReLU(), fn.layers.Linear(16, 1))
+    params = model.init(fn.random.key(0))
+    loss, grads = fn.value_and_grad(model, fn.losses.mse)(params, x, y)
+"""
+
+from funcnn import errors, layers, losses, random, tree
+from funcnn.combinators import residual, serial
+from funcnn.grad import grad, value_and_grad
+from funcnn.layers import (
+    ELU,
+    GELU,
+    Identity,
+    LeakyReLU,
+    Linear,
+    LogSoftmax,
+    ReLU,
+    ResNetBlock,
+    SiLU,
+    Sigmoid,
+    Softmax,
+    Softplus,
+    Tanh,
+)
+from funcnn.summary import summary
 from funcnn.types import Key, Layer, Params, Pullback
 
 __version__ = "0.1.0"

@@ -11,11 +11,13 @@ class FuncnnError(Exception):
     """Base class of every error funcnn raises on purpose."""
 
 
-class ShapeError(FuncnnError, ValueError):
-    """An array has the wrong shape for the layer or loss it was given to.
+class LayerError(FuncnnError):
+    """A layer or loss got input it cannot use. Base of ShapeError and InputTypeError.
 
     ``where`` is the layer's index path from the outermost model, e.g.
-    ``("serial[2]", "residual", "serial[0]")``; ``layer`` is the failing layer's repr.
+    ``("serial[2]", "residual", "serial[0]")``; ``layer`` is the failing layer's name.
+    Combinators re-raise a child's error with their own step prepended, so the final
+    message reads ``serial[2] Linear(16 -> 1): expected (..., 16), got (64, 8)``.
     """
 
     def __init__(self, detail: str, *, layer: str = "", where: tuple[str, ...] = ()):
@@ -29,13 +31,24 @@ class ShapeError(FuncnnError, ValueError):
         head = " ".join(part for part in (path, self.layer) if part)
         return f"{head}: {self.detail}" if head else self.detail
 
-    def within(self, step: str) -> "ShapeError":
+    def __reduce__(self):
+        return _rebuild_layer_error, (type(self), self.detail, self.layer, self.where)
+
+    def within(self, step: str) -> "LayerError":
         """The same error, seen from one level further out (``step`` prepended)."""
         return type(self)(self.detail, layer=self.layer, where=(step, *self.where))
 
 
-class LayerInputError(ShapeError, TypeError):
-    """A layer or loss got an input of the wrong kind (list, int array, complex, ...)."""
+def _rebuild_layer_error(cls, detail, layer, where):
+    return cls(detail, layer=layer, where=where)
+
+
+class ShapeError(LayerError, ValueError):
+    """An array has the wrong shape (or ndim) for the layer or loss it was given to."""
+
+
+class InputTypeError(LayerError, TypeError):
+    """An input is of the wrong kind: a list, an int/bool/complex/object array, ..."""
 
 
 class StructureError(FuncnnError, ValueError):

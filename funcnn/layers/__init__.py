@@ -1,0 +1,33 @@
+"""Built-in layers. Each factory returns a :class:`funcnn.Layer`."""
+
+from funcnn.layers.activations import (
+    ELU,
+    GELU,
+    Identity,
+    LeakyReLU,
+    LogSoftmax,
+    ReLU,
+    SiLU,
+    Sigmoid,
+    Softmax,
+    Softplus,
+    Tanh,
+)
+from funcnn.layers.linear import Linear
+from funcnn.layers.resnet import ResNetBlock
+
+__all__ = [
+    "ELU",
+    "GELU",
+    "Identity",
+    "LeakyReLU",
+    "Linear",
+    "LogSoftmax",
+    "ReLU",
+    "ResNetBlock",
+    "SiLU",
+    "Sigmoid",
+    "Softmax",
+    "Softplus",
+    "Tanh",
+]

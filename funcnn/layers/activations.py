@@ -1,0 +1,171 @@
+"""Activation layers: parameterless, element-wise (or along one axis), numerically stable.
+
+Every activation keeps the input's float dtype and gives finite values and gradients
+for |x| up to 1e4 without numpy warnings: exponentials only ever see non-positive
+arguments. Each factory returns a :class:`funcnn.Layer` whose params are ``{}``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from funcnn import random
+from funcnn.errors import ShapeError
+from funcnn.numerics import sigmoid
+from funcnn.layers._checks import check_cotangent, check_input, check_no_params
+from funcnn.types import Layer
+
+
+def _activation(name: str, forward, backward) -> Layer:
+    """Build a parameterless layer from ``forward(x) -> y`` and ``backward(x, y, dy) -> dx``."""
+
+    def init(key):
+        random.as_key(key)
+        return {}
+
+    def apply(params, x):
+        check_no_params(params, name)
+        return forward(check_input(x, name))
+
+    def vjp(params, x):
+        check_no_params(params, name)
+        x = check_input(x, name)
+        y = forward(x)
+
+        def pullback(dy):
+            dy = check_cotangent(dy, y.shape, name).astype(y.dtype, copy=False)
+            return {}, backward(x, y, dy)
+
+        return y, pullback
+
+    return Layer(init, apply, vjp, name=name)
+
+
+def ReLU() -> Layer:
+    """``y = max(x, 0)``; ``dy/dx = 1 if x > 0 else 0``."""
+    return _activation("ReLU()", lambda x: np.maximum(x, 0), lambda x, y, dy: dy * (x > 0))
+
+
+def LeakyReLU(negative_slope: float = 0.01) -> Layer:
+    """``y = x if x > 0 else negative_slope * x``."""
+    slope = _check_number(negative_slope, "LeakyReLU", "negative_slope")
+    return _activation(
+        f"LeakyReLU(negative_slope={slope})",
+        lambda x: np.where(x > 0, x, x * slope),
+        lambda x, y, dy: np.where(x > 0, dy, dy * slope),
+    )
+
+
+def ELU(alpha: float = 1.0) -> Layer:
+    """``y = x if x > 0 else alpha * (exp(x) - 1)``; ``dy/dx = y + alpha`` for ``x <= 0``."""
+    a = _check_number(alpha, "ELU", "alpha")
+    return _activation(
+        f"ELU(alpha={a})",
+        lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0)) * a),
+        lambda x, y, dy: np.where(x > 0, dy, dy * (y + a)),
+    )
+
+
+def Sigmoid() -> Layer:
+    """``y = 1 / (1 + exp(-x))``; ``dy/dx = y (1 - y)``. Stable for any x."""
+    return _activation("Sigmoid()", sigmoid, lambda x, y, dy: dy * y * (1 - y))
+
+
+def Tanh() -> Layer:
+    """``y = tanh(x)``; ``dy/dx = 1 - y**2``."""
+    return _activation("Tanh()", np.tanh, lambda x, y, dy: dy * (1 - y * y))
+
+
+def Identity() -> Layer:
+    """``y = x``. Returns ``x`` itself: layers never mutate their inputs."""
+    return _activation("Identity()", lambda x: x, lambda x, y, dy: dy)
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def GELU() -> Layer:
+    """GELU, tanh form (as ``jax.nn.gelu`` by default, ``torch`` with ``approximate="tanh"``).
+
+    ``y = x/2 * (1 + tanh(u))`` with ``u = sqrt(2/pi) * (x + 0.044715 x**3)``;
+    ``dy/dx = (1 + t)/2 + x/2 * (1 - t**2) * sqrt(2/pi) * (1 + 3 * 0.044715 x**2)``.
+    """
+
+    def forward(x):
+        return x * (0.5 + 0.5 * np.tanh(_GELU_C * (x + 0.044715 * x * x * x)))
+
+    def backward(x, y, dy):
+        t = np.tanh(_GELU_C * (x + 0.044715 * x * x * x))
+        du = _GELU_C * (1 + 0.134145 * x * x)
+        return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+
+    return _activation("GELU()", forward, backward)
+
+
+def SiLU() -> Layer:
+    """SiLU (swish): ``y = x * sigmoid(x)``; ``dy/dx = s (1 + x (1 - s))``."""
+
+    def backward(x, y, dy):
+        s = sigmoid(x)
+        return dy * s * (1 + x * (1 - s))
+
+    return _activation("SiLU()", lambda x: x * sigmoid(x), backward)
+
+
+def Softplus() -> Layer:
+    """``y = log(1 + exp(x))`` (as ``logaddexp(x, 0)``); ``dy/dx = sigmoid(x)``."""
+    return _activation(
+        "Softplus()", lambda x: np.logaddexp(x, 0), lambda x, y, dy: dy * sigmoid(x)
+    )
+
+
+def Softmax(axis: int = -1) -> Layer:
+    """``y = exp(x) / sum(exp(x))`` along ``axis``; ``dx = y * (dy - sum(dy * y))``."""
+    _check_axis_arg(axis, "Softmax")
+    name = f"Softmax(axis={axis})"
+
+    def forward(x):
+        _check_axis(x, axis, name)
+        e = np.exp(x - x.max(axis=axis, keepdims=True))
+        return e / e.sum(axis=axis, keepdims=True)
+
+    def backward(x, y, dy):
+        return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+
+    return _activation(name, forward, backward)
+
+
+def LogSoftmax(axis: int = -1) -> Layer:
+    """``y = x - logsumexp(x)`` along ``axis``; ``dx = dy - exp(y) * sum(dy)``."""
+    _check_axis_arg(axis, "LogSoftmax")
+    name = f"LogSoftmax(axis={axis})"
+
+    def forward(x):
+        _check_axis(x, axis, name)
+        z = x - x.max(axis=axis, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
+    def backward(x, y, dy):
+        return dy - np.exp(y) * dy.sum(axis=axis, keepdims=True)
+
+    return _activation(name, forward, backward)
+
+
+def _check_number(value, layer: str, arg: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{layer}: {arg} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{layer}: {arg} must be finite, got {value!r}")
+    return float(value)
+
+
+def _check_axis_arg(axis, layer: str) -> None:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{layer}: axis must be an int, got {axis!r}")
+
+
+def _check_axis(x, axis: int, name: str) -> None:
+    if not -x.ndim <= axis < x.ndim:
+        raise ShapeError(f"axis {axis} is out of range for an input of shape {x.shape}", layer=name)

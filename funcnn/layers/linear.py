@@ -1,0 +1,108 @@
+"""The fully connected layer, ``y = x @ weight.T + bias``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from funcnn import random
+from funcnn.errors import ShapeError, StructureError
+from funcnn.layers._checks import check_cotangent, check_input
+from funcnn.types import Layer
+
+INIT_SCALES = {
+    "he": lambda fan_in, fan_out: math.sqrt(2.0 / fan_in),
+    "xavier": lambda fan_in, fan_out: math.sqrt(2.0 / (fan_in + fan_out)),
+    "lecun": lambda fan_in, fan_out: math.sqrt(1.0 / fan_in),
+}
+
+
+def Linear(in_features: int, out_features: int, *, init: str = "he", dtype=np.float32) -> Layer:
+    """A fully connected layer.
+
+    Params ``{"weight": (out, in), "bias": (out,)}`` (the layout of ``torch.nn.Linear``)
+    and ``y = x @ weight.T + bias`` for ``x`` of shape ``(..., in)``. ``x`` is cast to the
+    params' dtype, so a float32 model stays float32 end to end.
+
+    Initialisation: bias zero, weight ``normal(0, 1) * scale`` with
+
+    - ``"he"`` (default, for ReLU): ``scale = sqrt(2 / in)``
+    - ``"xavier"`` (Glorot normal, for tanh/sigmoid): ``scale = sqrt(2 / (in + out))``
+    - ``"lecun"`` (for SELU-like or linear): ``scale = sqrt(1 / in)``
+
+    Pullback: ``dW = dy^T x``, ``db = sum(dy)``, ``dx = dy W`` (leading dims flattened).
+    This is the exact gradient: no division by the batch size here; the loss owns the mean.
+
+    Example:
+        >>> layer = fn.layers.Linear(2, 3)
+        >>> params = layer.init(0)
+        >>> layer.apply(params, np.ones((4, 2), np.float32)).shape
+        (4, 3)
+    """
+    _check_features(in_features, "in_features")
+    _check_features(out_features, "out_features")
+    if init not in INIT_SCALES:
+        raise ValueError(f"Linear: init must be one of {sorted(INIT_SCALES)}, got {init!r}")
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"Linear: dtype must be a floating type, got {dtype}")
+    name = f"Linear({in_features} -> {out_features})"
+    weight_shape = (out_features, in_features)
+    scale = INIT_SCALES[init](in_features, out_features)
+
+    def init_params(key):
+        weight = random.normal(key, weight_shape, np.float64) * scale
+        return {"weight": weight.astype(dtype), "bias": np.zeros(out_features, dtype)}
+
+    def unpack(params, x):
+        weight, bias = _weight_and_bias(params, name, weight_shape)
+        x = check_input(x, name)
+        if x.shape[-1] != in_features:
+            raise ShapeError(f"expected (..., {in_features}), got {x.shape}", layer=name)
+        return weight, bias, x.astype(weight.dtype, copy=False)
+
+    def forward(weight, bias, x):
+        y = x @ weight.T
+        y += bias
+        return y
+
+    def apply(params, x):
+        return forward(*unpack(params, x))
+
+    def vjp(params, x):
+        weight, bias, x = unpack(params, x)
+        y = forward(weight, bias, x)
+
+        def pullback(dy):
+            dy = check_cotangent(dy, y.shape, name).astype(weight.dtype, copy=False)
+            dy2 = dy.reshape(-1, out_features)
+            dweight = dy2.T @ x.reshape(-1, in_features)
+            return {"weight": dweight, "bias": dy2.sum(axis=0)}, dy @ weight
+
+        return y, pullback
+
+    return Layer(init_params, apply, vjp, name=name)
+
+
+def _check_features(n, arg: str) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"Linear: {arg} must be a positive int, got {n!r}")
+
+
+def _weight_and_bias(params, name: str, weight_shape: tuple[int, int]):
+    try:
+        weight, bias = params["weight"], params["bias"]
+    except (KeyError, TypeError, IndexError):
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise StructureError(
+            f"{name}: params must be {{'weight', 'bias'}}, got {got}; "
+            "were these params made by this model's init?"
+        ) from None
+    if getattr(weight, "shape", None) != weight_shape or getattr(bias, "shape", None) != weight_shape[:1]:
+        raise StructureError(
+            f"{name}: expected weight {weight_shape} and bias {weight_shape[:1]}, got "
+            f"weight {getattr(weight, 'shape', type(weight).__name__)} and bias "
+            f"{getattr(bias, 'shape', type(bias).__name__)}; were these params made by this model's init?"
+        )
+    return weight, bias
