@@ -60,3 +60,11 @@ class CheckpointError(FuncnnError, OSError):
 
     Raised for missing, truncated, corrupt or pickled files; funcnn never unpickles.
     """
+
+
+class DatasetError(FuncnnError, OSError):
+    """A dataset file is missing, unreadable, or not the data it should be."""
+
+
+class DownloadError(DatasetError):
+    """A dataset could not be downloaded (offline, HTTP error, bad content)."""

@@ -1,0 +1,296 @@
+"""The seed tutorial's datasets: XOR, sin(x), and UCI Airfoil Self-Noise.
+
+``xor()`` and ``sine()`` are built in memory exactly as the seed builds them.
+``airfoil()`` reads the UCI file from ``path`` if given, else from the cache folder,
+else downloads it into the cache (only then is the network used)::
+
+    import funcnn as fn
+    x, y = fn.datasets.airfoil()                 # (1503, 5), (1503, 1)
+    train, val, test = fn.data.split(0, x, y)    # the seed's 50/20/30
+
+The cache folder is ``cache_dir=`` if given, else ``$FUNCNN_DATA_DIR`` if set, else
+``~/.cache/funcnn``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import numbers
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib import request
+
+import numpy as np
+
+from funcnn.errors import DatasetError, DownloadError
+
+AIRFOIL_URL = (
+    "http://archive.ics.uci.edu/ml/machine-learning-databases/00291/airfoil_self_noise.dat"
+)
+AIRFOIL_FILENAME = "airfoil_self_noise.dat"
+AIRFOIL_ROWS = 1503
+AIRFOIL_COLUMNS = ("frequency_hz", "angle_deg", "chord_m", "velocity_m_s", "thickness_m", "spl_db")
+"""The six columns: five features, then the target (sound pressure level in dB)."""
+
+# Slightly looser than the data's actual ranges (200..20000 Hz, 0..22.2 deg,
+# 0.0254..0.3048 m, 31.7..71.3 m/s, 0.0004..0.0584 m, 103.4..141.0 dB).
+_AIRFOIL_BOUNDS = (
+    (100.0, 25000.0),
+    (0.0, 25.0),
+    (0.02, 0.35),
+    (30.0, 75.0),
+    (0.0, 0.07),
+    (100.0, 145.0),
+)
+_MAX_DOWNLOAD_BYTES = 4 * 2**20  # the file is about 60 kB
+ENV_DATA_DIR = "FUNCNN_DATA_DIR"
+
+
+class Dataset(NamedTuple):
+    """A training set and a validation set (rows are samples)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+# --- in-memory datasets -----------------------------------------------------------
+
+
+def xor(dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """The four XOR points: ``x`` of shape (4, 2) and ``y = x0 xor x1`` of shape (4, 1).
+
+    Example:
+        >>> x, y = xor()
+        >>> y.ravel()
+        array([0., 1., 1., 0.])
+    """
+    dtype = _float_dtype(dtype, "xor")
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=dtype)
+    y = np.array([[0], [1], [1], [0]], dtype=dtype)
+    return x, y
+
+
+def sine(n: int = 5000, dtype: Any = np.float64) -> Dataset:
+    """``y = sin(x)`` on ``[0, 2 pi]``: the seed's regression task.
+
+    ``x_train`` is ``n`` evenly spaced points from 0 to 2 pi (shape ``(n, 1)``);
+    ``x_val`` is the same grid shifted by half a step, so every validation point lies
+    between two training points (the last one just past 2 pi). Computed in float64 as in
+    the seed, then cast to ``dtype``.
+
+    Example:
+        >>> data = sine()
+        >>> data.x_train.shape, data.y_val.shape
+        ((5000, 1), (5000, 1))
+    """
+    dtype = _float_dtype(dtype, "sine")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
+        raise ValueError(f"sine: n must be an int >= 2, got {n!r}")
+    x_train = np.linspace(0, 2 * np.pi, n).reshape(-1, 1)
+    y_train = np.sin(x_train)
+    x_val = (x_train[1] - x_train[0]) / 2 + np.linspace(0, 2 * np.pi, n).reshape(-1, 1)
+    y_val = np.sin(x_val)
+    return Dataset(*(a.astype(dtype, copy=False) for a in (x_train, y_train, x_val, y_val)))
+
+
+def _float_dtype(dtype: Any, where: str) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.kind != "f":
+        raise TypeError(f"{where}: dtype must be a float dtype like np.float64, got {dtype!r}")
+    return dt
+
+
+# --- airfoil ----------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """The cache folder: ``$FUNCNN_DATA_DIR`` if set (and non-empty), else ``~/.cache/funcnn``."""
+    env = os.environ.get(ENV_DATA_DIR)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "funcnn"
+
+
+def airfoil(
+    path: str | os.PathLike | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    url: str = AIRFOIL_URL,
+    timeout: float = 30.0,
+    dtype: Any = np.float64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """UCI Airfoil Self-Noise: ``x`` of shape (1503, 5) and ``y`` (dB) of shape (1503, 1).
+
+    Where the file comes from, first match wins:
+
+    1. ``path``, if given (never downloads);
+    2. ``<cache>/airfoil_self_noise.dat``, where ``<cache>`` is ``cache_dir``, else
+       ``$FUNCNN_DATA_DIR``, else ``~/.cache/funcnn``;
+    3. a download from ``url`` (the seed's UCI address) into that cache file, when
+       ``download`` is true. The file is written to a temporary name in the cache
+       folder, synced, checked, and only then renamed into place, so an interrupted
+       or bad download never leaves a partial file behind.
+
+    Every file is checked: 1503 rows of 6 numbers, each column in a sane range (see
+    ``AIRFOIL_COLUMNS``). Feature columns are frequency (Hz), angle of attack (deg),
+    chord length (m), free-stream velocity (m/s) and suction-side displacement
+    thickness (m).
+
+    Args:
+        path: A local copy of ``airfoil_self_noise.dat``.
+        cache_dir: Folder of the cached copy (overrides ``$FUNCNN_DATA_DIR``).
+        download: Whether to download when there is no local copy.
+        url: Where to download from.
+        timeout: Seconds to wait on the network.
+        dtype: Float dtype of the returned arrays.
+
+    Returns:
+        ``(x, y)``; split them with :func:`funcnn.data.split`.
+
+    Raises:
+        DatasetError: the file is missing, unreadable or not the airfoil data (the
+            message names the path).
+        DownloadError: there is no local copy and the download failed.
+
+    Example:
+        >>> x, y = airfoil("airfoil_self_noise.dat")
+        >>> x.shape, y.shape
+        ((1503, 5), (1503, 1))
+    """
+    dtype = _float_dtype(dtype, "airfoil")
+    if path is not None:
+        data = _read_airfoil(Path(path), "pass path= to a good copy of the UCI file")
+    else:
+        folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        cached = folder / AIRFOIL_FILENAME
+        if cached.exists():
+            data = _read_airfoil(cached, "delete it to download it again, or pass path=")
+        elif download:
+            data = _download_airfoil(url, cached, timeout)
+        else:
+            raise DatasetError(
+                f"airfoil: no local copy at {cached} and download=False; pass path=, put "
+                f"the file there, or set {ENV_DATA_DIR} to a folder that holds it"
+            )
+    data = data.astype(dtype, copy=False)
+    return np.ascontiguousarray(data[:, :-1]), np.ascontiguousarray(data[:, -1:])
+
+
+def _read_airfoil(path: Path, hint: str) -> np.ndarray:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"airfoil: cannot read {path}: {exc}") from exc
+    return _parse_airfoil(raw, str(path), hint)
+
+
+def _parse_airfoil(raw: bytes, source: str, hint: str) -> np.ndarray:
+    """Parse and check the UCI text: 1503 rows of 6 whitespace-separated numbers."""
+
+    def fail(what: str) -> DatasetError:
+        tail = f"; {hint}" if hint else ""
+        return DatasetError(f"airfoil: {source} is not the UCI airfoil data: {what}{tail}")
+
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise fail(f"not plain text (byte {exc.start})") from None
+    rows, lines = [], []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != len(AIRFOIL_COLUMNS):
+            raise fail(f"line {lineno}: expected {len(AIRFOIL_COLUMNS)} columns, got {len(fields)}")
+        try:
+            rows.append([float(f) for f in fields])
+        except ValueError:
+            raise fail(f"line {lineno} is not all numbers: {line[:60]!r}") from None
+        lines.append(lineno)
+    if len(rows) != AIRFOIL_ROWS:
+        raise fail(f"it has {len(rows)} rows, expected {AIRFOIL_ROWS}")
+    data = np.array(rows, dtype=np.float64)
+    for j, (name, (lo, hi)) in enumerate(zip(AIRFOIL_COLUMNS, _AIRFOIL_BOUNDS)):
+        column = data[:, j]
+        bad = np.flatnonzero(~np.isfinite(column) | (column < lo) | (column > hi))
+        if bad.size:
+            i = bad[0]
+            raise fail(f"line {lines[i]}: {name} = {float(column[i])!r} is outside [{lo}, {hi}]")
+    if np.any(data[:, 4] == 0):
+        raise fail(f"line {lines[int(np.flatnonzero(data[:, 4] == 0)[0])]}: thickness_m is 0")
+    return data
+
+
+def _download_airfoil(url: str, dest: Path, timeout: float) -> np.ndarray:
+    """Download ``url``, check it, then save it to ``dest`` atomically."""
+    where = (
+        f"pass path= to a local copy, put the file at {dest}, or set {ENV_DATA_DIR} to a "
+        "folder that holds it"
+    )
+    try:
+        raw = _fetch(url, timeout)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise DownloadError(
+            f"airfoil: download from {url} failed ({type(exc).__name__}: {exc}); {where}"
+        ) from exc
+    try:
+        data = _parse_airfoil(raw, f"the download from {url}", "")
+    except DatasetError as exc:
+        raise DownloadError(f"{exc}; {where}") from None
+    try:
+        _write_atomic(dest, raw)
+    except OSError as exc:
+        raise DatasetError(
+            f"airfoil: downloaded, but could not save it to {dest} ({exc}); pass "
+            f"cache_dir= or set {ENV_DATA_DIR} to a writable folder"
+        ) from exc
+    return data
+
+
+def _write_atomic(dest: Path, raw: bytes) -> None:
+    """Write to a temporary file beside ``dest``, sync it, then rename it into place."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(raw)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(dest.parent)
+
+
+def _fetch(url: str, timeout: float) -> bytes:
+    chunks, size = [], 0
+    with request.urlopen(url, timeout=timeout) as response:
+        while chunk := response.read(2**16):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > _MAX_DOWNLOAD_BYTES:
+                raise DatasetError(f"the response is larger than {_MAX_DOWNLOAD_BYTES} bytes")
+    return b"".join(chunks)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
