@@ -199,8 +199,13 @@ def sub(a: Tree, b: Tree) -> Tree:
 
 
 def scale(tree: Tree, s: float) -> Tree:
-    """Leaf-wise ``s * tree`` (``s`` a Python number keeps each leaf's dtype)."""
-    return _map(lambda x: x * s, tree, ())
+    """Leaf-wise ``s * tree``; floating leaves keep their dtype (also 0-d on NumPy 1.x)."""
+    return _map(lambda x: _keep_float_dtype(x * s, x), tree, ())
+
+
+def _keep_float_dtype(result, like):
+    dtype = np.asarray(like).dtype
+    return result.astype(dtype, copy=False) if dtype.kind == "f" else result
 
 
 def vdot(a: Tree, b: Tree) -> float:

@@ -1,0 +1,238 @@
+"""The Optimizer type and what every optimizer shares: checks, the lr, the state layout.
+
+An optimizer state is a plain dict::
+
+    {"step": array(3),        # 0-d int64: updates done so far
+     "lr":   array(0.001),    # 0-d float64: the lr the NEXT update will use
+     "mu":   {...}, ...}      # per-leaf entries, each a tree shaped like params
+
+Every leaf is an ndarray, so a state saves with ``np.savez`` (or ``fn.save``) and
+resumes exactly. Entries that are dicts are per-leaf (same key paths, shapes and dtypes
+as params); entries that are arrays are global. :func:`funcnn.optim.masked` relies on
+that convention.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from funcnn import tree
+from funcnn.errors import StructureError
+from funcnn.types import Params
+
+State = dict[str, Any]
+"""An optimizer state: a nested dict of ndarrays (see the module docstring)."""
+
+Schedule = Callable[[int], float]
+"""A learning-rate schedule: ``schedule(step) -> lr``, step 0 is the first update."""
+
+Mask = Callable[[str, np.ndarray], bool] | dict
+"""A bool pytree shaped like params, or ``callable(path, leaf) -> bool``."""
+
+
+class Optimizer(NamedTuple):
+    """An optimizer is two pure functions; it unpacks as ``init, update = opt``.
+
+    - ``init(params) -> state``: the state before the first update.
+    - ``update(grads, state, params) -> (params, state)``: one step. Never mutates
+      its arguments; returns new params and a new state.
+    """
+
+    init: Callable[[Params], State]
+    update: Callable[[Params, State, Params], tuple[Params, State]]
+
+
+# --- hyperparameter checks (at factory call) ---------------------------------------
+
+
+def check_real(where: str, name: str, value: Any) -> float:
+    """``value`` as a Python float; TypeError unless it is a finite real number."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{where}: {name} must be a number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {name} must be finite, got {value}")
+    return value
+
+
+def check_nonnegative(where: str, name: str, value: Any) -> float:
+    """``value`` as a float; ValueError unless ``value >= 0``."""
+    value = check_real(where, name, value)
+    if value < 0:
+        raise ValueError(f"{where}: {name} must be >= 0, got {value}")
+    return value
+
+
+def check_positive(where: str, name: str, value: Any) -> float:
+    """``value`` as a float; ValueError unless ``value > 0``."""
+    value = check_real(where, name, value)
+    if value <= 0:
+        raise ValueError(f"{where}: {name} must be > 0, got {value}")
+    return value
+
+
+def check_decay_rate(where: str, name: str, value: Any) -> float:
+    """``value`` as a float; ValueError unless ``0 <= value < 1`` (a moment's beta)."""
+    value = check_real(where, name, value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{where}: {name} must be in [0, 1), got {value}")
+    return value
+
+
+def check_mask_arg(where: str, name: str, mask: Any) -> None:
+    """TypeError unless ``mask`` is None, a callable or a dict (a bool pytree)."""
+    if mask is not None and not callable(mask) and not isinstance(mask, dict):
+        raise TypeError(
+            f"{where}: {name} must be a bool pytree shaped like params or a "
+            f"callable(path, leaf) -> bool, got {type(mask).__name__}"
+        )
+
+
+# --- the learning rate -------------------------------------------------------------
+
+
+def as_schedule(where: str, lr: Any) -> Schedule:
+    """A number ``lr >= 0`` becomes a constant schedule; a callable is kept as is."""
+    if callable(lr):
+        return lr
+    if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real):
+        raise TypeError(
+            f"{where}: lr must be a number >= 0 or a schedule callable(step) -> float, "
+            f"got {lr!r} ({type(lr).__name__})"
+        )
+    value = check_nonnegative(where, "lr", lr)
+    return lambda step: value
+
+
+def lr_at(schedule: Schedule, step: int) -> float:
+    """``schedule(step)`` as a Python float, checked to be finite and >= 0."""
+    value = schedule(step)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"the lr schedule returned {value!r} ({type(value).__name__}) at step {step}; "
+            "expected a number"
+        )
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(
+            f"the lr schedule returned {value} at step {step}; expected a finite number >= 0"
+        )
+    return value
+
+
+# --- state -------------------------------------------------------------------------
+
+
+def init_state(schedule: Schedule, **entries: Params) -> State:
+    """The state before the first update: step 0, ``lr = schedule(0)``, the entries."""
+    return {"step": np.array(0, dtype=np.int64), "lr": np.array(lr_at(schedule, 0)), **entries}
+
+
+def next_state(schedule: Schedule, step: int, **entries: Params) -> State:
+    """The state after update number ``step``: counters advanced, new entries."""
+    return {
+        "step": np.array(step + 1, dtype=np.int64),
+        "lr": np.array(lr_at(schedule, step + 1)),
+        **entries,
+    }
+
+
+def leafwise(f: Callable[..., tuple], params: Params, *others: Params, outputs: int) -> tuple:
+    """Apply ``f(p, *other_leaves) -> (out_1, ..., out_n)`` at every leaf of ``params``.
+
+    Returns ``outputs`` trees shaped like ``params``; each output leaf is an ndarray with
+    the dtype of its params leaf. (NumPy turns 0-d results into scalars, and NumPy 1.x
+    computes ``0-d float32 * Python float`` in float64; this undoes both.) ``others``
+    must already have been checked against ``params`` (see :func:`check_update`).
+    """
+    if isinstance(params, dict):
+        trees: tuple[dict, ...] = tuple({} for _ in range(outputs))
+        for k, p in params.items():
+            subtrees = leafwise(f, p, *(o[k] for o in others), outputs=outputs)
+            for t, sub in zip(trees, subtrees):
+                t[k] = sub
+        return trees
+    return tuple(np.asarray(out, dtype=params.dtype) for out in f(params, *others))
+
+
+def l2(g: np.ndarray, p: np.ndarray, wd: float) -> np.ndarray:
+    """The gradient with coupled weight decay, ``g + wd * p`` (``g`` itself if wd is 0)."""
+    return g + wd * p if wd else g
+
+
+# --- checks at every update --------------------------------------------------------
+
+
+def check_params(where: str, params: Any) -> None:
+    """TypeError naming the first leaf of ``params`` that is not a floating ndarray."""
+    if not isinstance(params, dict):
+        raise TypeError(f"{where}: params must be a dict pytree, got {type(params).__name__}")
+    for path, p in tree.flatten(params).items():
+        if isinstance(p, dict):
+            continue
+        if not isinstance(p, np.ndarray) or not np.issubdtype(p.dtype, np.floating):
+            got = f"{p.dtype} array" if isinstance(p, np.ndarray) else type(p).__name__
+            raise TypeError(
+                f"{where}: params leaf {path!r} must be a floating ndarray, got {got} "
+                "(cast it with fn.tree.astype(params, np.float32))"
+            )
+
+
+def check_like_params(where: str, name: str, other: Any, params: Params) -> None:
+    """StructureError naming the first key path where ``other`` differs from ``params``.
+
+    Checks structure, then each leaf's shape and dtype.
+    """
+    try:
+        tree.assert_same_structure(params, other, names=("params", name))
+    except StructureError as e:
+        raise StructureError(f"{where}: {e}") from None
+    flat_other = tree.flatten(other)
+    for path, p in tree.flatten(params).items():
+        q = flat_other[path]
+        if isinstance(p, dict):
+            continue
+        if not isinstance(q, (np.ndarray, np.generic)):
+            raise StructureError(
+                f"{where}: {name} at {path!r} must be an array of shape {p.shape}, "
+                f"got {type(q).__name__}"
+            )
+        if q.shape != p.shape:
+            raise StructureError(
+                f"{where}: {name} at {path!r} has shape {q.shape}, expected {p.shape} "
+                "(the shape of params there)"
+            )
+        if q.dtype != p.dtype:
+            raise StructureError(
+                f"{where}: {name} at {path!r} has dtype {q.dtype}, expected {p.dtype} "
+                f"(the dtype of params there; cast with fn.tree.astype({name}, ...))"
+            )
+
+
+def check_update(where: str, grads: Any, state: Any, params: Any, entries: tuple[str, ...]) -> int:
+    """Check the arguments of ``update`` and return the step count held in ``state``.
+
+    ``entries`` are the names of the per-leaf state entries this optimizer keeps.
+    """
+    check_params(where, params)
+    check_like_params(where, "grads", grads, params)
+    expected = ("step", "lr", *entries)
+    if not isinstance(state, dict) or set(state) != set(expected):
+        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise StructureError(
+            f"{where}: state must be a dict with keys {list(expected)}, got {got} "
+            f"(make it with {where}(...).init(params))"
+        )
+    step = state["step"]
+    if not isinstance(step, np.ndarray) or step.shape != () or step.dtype.kind not in "iu":
+        raise StructureError(f"{where}: state['step'] must be a 0-d integer array, got {step!r}")
+    if step < 0:
+        raise StructureError(f"{where}: state['step'] must be >= 0, got {int(step)}")
+    for name in entries:
+        check_like_params(where, f"state[{name!r}]", state[name], params)
+    return int(step)
