@@ -9,7 +9,8 @@ and gradients are exact::
     loss, grads = fn.value_and_grad(model, fn.losses.mse)(params, x, y)
 """
 
-from funcnn import errors, layers, losses, random, tree
+from funcnn import data, datasets, debug, errors, interop, layers, losses, optim, random, train, tree
+from funcnn.checkpoint import load, save
 from funcnn.combinators import residual, serial
 from funcnn.grad import grad, value_and_grad
 from funcnn.layers import (
@@ -28,6 +29,7 @@ from funcnn.layers import (
     Tanh,
 )
 from funcnn.summary import summary
+from funcnn.train import FitResult, fit
 from funcnn.types import Key, Layer, Params, Pullback
 
 __version__ = "0.1.0"

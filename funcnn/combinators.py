@@ -81,7 +81,8 @@ def serial(*layers: Layer) -> Layer:
 
         return x, pullback
 
-    return Layer(init, apply, vjp, name="serial", children=layers, child_keys=keys)
+    return Layer(init, apply, vjp, name="serial", children=layers, child_keys=keys,
+                 rebuild=lambda children: serial(*children))
 
 
 def residual(layer: Layer) -> Layer:
@@ -128,7 +129,8 @@ def residual(layer: Layer) -> Layer:
 
         return x + y, pullback
 
-    return Layer(layer.init, apply, vjp, name=name, children=(layer,), child_keys=(None,))
+    return Layer(layer.init, apply, vjp, name=name, children=(layer,), child_keys=(None,),
+                 rebuild=lambda children: residual(*children))
 
 
 def _check_layer(layer, where: str) -> None:

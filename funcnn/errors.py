@@ -68,3 +68,18 @@ class DatasetError(FuncnnError, OSError):
 
 class DownloadError(DatasetError):
     """A dataset could not be downloaded (offline, HTTP error, bad content)."""
+
+
+class NonFiniteLossError(FuncnnError, FloatingPointError):
+    """Training hit a NaN or Inf loss. ``result`` holds what was trained until then."""
+
+    result = None
+
+
+class NonFiniteError(FuncnnError, FloatingPointError):
+    """``fn.debug.check_finite`` found NaN or Inf: ``where`` (layer path), ``direction``
+    (``"input"``, ``"forward"`` or ``"backward"``) and ``rows`` (batch rows affected)."""
+
+    def __init__(self, message: str, *, where: str = "", direction: str = "", rows=()):
+        super().__init__(message)
+        self.where, self.direction, self.rows = where, direction, list(rows)

@@ -27,7 +27,8 @@ class Layer(NamedTuple):
 
     ``children`` and ``child_keys`` describe composite layers for printing and
     :func:`funcnn.summary`: child ``i`` uses ``params[child_keys[i]]``, or the whole
-    ``params`` when that key is ``None``.
+    ``params`` when that key is ``None``. ``rebuild(children)`` makes the same
+    composite from other children (used by :func:`funcnn.debug.check_finite`).
 
     Example, a custom layer that scales its input by a learned vector::
 
@@ -49,6 +50,7 @@ class Layer(NamedTuple):
     name: str = "Layer"
     children: tuple["Layer", ...] = ()
     child_keys: tuple[str | None, ...] = ()
+    rebuild: Callable[[tuple["Layer", ...]], "Layer"] | None = None
 
     def __repr__(self) -> str:
         return "\n".join(self._lines())
