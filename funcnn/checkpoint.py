@@ -124,7 +124,7 @@ def save(path: PathLike, tree: dict) -> None:
         >>> np.load("ckpt.npz", allow_pickle=False)["params.0.weight"].shape
         (3, 2)
     """
-    path = os.fsdecode(path)
+    path = _as_path(path, "save")
     entries = _entries(tree)  # every check happens before the disk is touched
     directory, name = os.path.split(os.path.abspath(path))
     _remove_stale_temps(directory, name)
@@ -295,6 +295,12 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
+def _as_path(path: Any, where: str) -> str:
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"{where}: path must be a str or os.PathLike, got {type(path).__name__}")
+    return os.fsdecode(path)
+
+
 # --- load --------------------------------------------------------------------------
 
 
@@ -335,7 +341,7 @@ def load(path: PathLike, like: dict | None = None) -> dict:
     Example:
         >>> params = fn.load("ckpt.npz", like=model.init(0))
     """
-    path = os.fsdecode(path)
+    path = _as_path(path, "load")
     expected = None if like is None else _specs_of(like)
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below

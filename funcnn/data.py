@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from funcnn.errors import StructureError
+from funcnn.errors import NonFiniteDataError, StructureError
 from funcnn.random import Key, permutation
 
 # --- mini-batches ----------------------------------------------------------------
@@ -88,6 +88,8 @@ def batches(
         [2, 2, 1]
     """
     batch_size = _count(batch_size, "batches", "batch_size", minimum=1)
+    _flag(shuffle, "batches", "shuffle")
+    _flag(drop_last, "batches", "drop_last")
     x = _samples(x, "x")
     n = x.shape[0]
     if y is not None:
@@ -278,6 +280,36 @@ def _with_stats(stats, x, where):
 
 
 # --- argument checks -------------------------------------------------------------
+
+
+def require_finite(a: np.ndarray, name: str, where: str = "fit") -> None:
+    """Raise :class:`NonFiniteDataError` naming ``name`` and the first rows with NaN or Inf.
+
+    Only floating and complex arrays are checked (other dtypes cannot hold NaN). Costs one
+    pass over ``a``; ``fit`` calls it once per array, before training.
+
+    Example:
+        >>> require_finite(np.array([[1.0], [np.nan]]), "train x")
+        Traceback (most recent call last):
+        NonFiniteDataError: fit: train x has NaN or Inf in 1 row [1] (x[1] = [nan]); ...
+    """
+    a = np.atleast_1d(a)
+    if a.dtype.kind not in "fc" or np.isfinite(a).all():
+        return
+    bad = np.flatnonzero(~np.isfinite(a).reshape(a.shape[0], -1).all(axis=1))
+    first, label = int(bad[0]), name.split()[-1]
+    rows = f"{bad[:10].tolist()}"[:-1] + (", ...]" if len(bad) > 10 else "]")
+    raise NonFiniteDataError(
+        f"{where}: {name} has NaN or Inf in {len(bad)} row{'s' if len(bad) > 1 else ''} {rows} "
+        f"({label}[{first}] = {a[first].ravel()[:6].tolist()}); drop or repair them before "
+        f"training, e.g. keep = np.isfinite({label}).reshape(len({label}), -1).all(axis=1)",
+        name=name, rows=bad[:10].tolist(),
+    )
+
+
+def _flag(value: Any, where: str, name: str) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where}: {name} must be True or False, got {value!r}")
 
 
 def _count(value: Any, where: str, name: str, *, minimum: int) -> int:

@@ -83,3 +83,21 @@ class NonFiniteError(FuncnnError, FloatingPointError):
     def __init__(self, message: str, *, where: str = "", direction: str = "", rows=()):
         super().__init__(message)
         self.where, self.direction, self.rows = where, direction, list(rows)
+
+
+class NonFiniteDataError(FuncnnError, ValueError):
+    """Training or validation data holds NaN or Inf; ``fit`` refuses it up front.
+
+    ``name`` is the array (e.g. ``"train x"``) and ``rows`` lists the first rows
+    (along the sample axis) that hold a non-finite value.
+    """
+
+    def __init__(self, message: str, *, name: str = "", rows=()):
+        super().__init__(message)
+        self.name, self.rows = name, list(rows)
+
+
+class ParamsError(LayerError, StructureError):
+    """A layer got params that are not its own (missing/unexpected keys, wrong shapes or
+    dtypes). A :class:`LayerError`, so combinators prepend the index path, and a
+    :class:`StructureError`, so code catching that keeps working."""

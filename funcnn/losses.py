@@ -142,6 +142,8 @@ def huber(pred, target, delta: float = 1.0):
 
     Gradient: ``clip(d, -delta, delta) / size``.
     """
+    if isinstance(delta, (bool, np.bool_)) or not isinstance(delta, (int, float, np.number)):
+        raise TypeError(f"huber: delta must be a number > 0, got {delta!r} ({type(delta).__name__})")
     if not delta > 0:
         raise ValueError(f"huber: delta must be > 0, got {delta!r}")
     d = pred - target

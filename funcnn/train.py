@@ -76,15 +76,22 @@ class FitResult(NamedTuple):
         return self.best[0].params if self.best else self.params
 
 
-class _Position(NamedTuple):
-    """Everything that changes every batch, replaced as one object so that Ctrl-C
-    can never observe params from one step and optimizer state from another."""
+class _Run(NamedTuple):
+    """Everything that changes during training, replaced as one object (one assignment)
+    after every batch and every epoch. Ctrl-C can land between any two statements, so it
+    must never see params from one step and optimizer state from another, nor an epoch
+    recorded in the history whose position says it still has to run."""
 
     params: Params
     opt_state: Params
+    epoch: int  # epochs finished (recorded in history and best)
     batch: int  # batches done in the current epoch
     loss_sum: float  # sum of batch_loss * batch_size over those batches
     count: int  # samples in those batches
+    since_best: int  # finished epochs since the last improvement
+    elapsed: float  # seconds spent on the current epoch by earlier processes (resume)
+    history: dict[str, tuple[float, ...]]
+    best: tuple[BestModel, ...]
 
 
 def fit(
@@ -134,96 +141,95 @@ def fit(
         a :class:`FitResult`.
 
     Raises:
+        NonFiniteDataError: ``train`` or ``val`` holds NaN or Inf (checked before training;
+            names the array and its first bad rows).
         NonFiniteLossError: a training or validation loss was NaN or Inf; names the
             epoch and batch; ``error.result`` holds the last finite state and best-k.
     """
     loss_and_grad = loss_gradient_rule(loss)
-    _check_fit_args(model, optimizer, epochs, keep_best, patience, min_delta)
+    _check_fit_args(model, optimizer, epochs, batch_size, keep_best, patience, min_delta)
     x, y = _pair(train, "train")
     if val is not None:
         x_val, y_val = _pair(val, "val")
-    data.num_batches(len(x), batch_size, drop_last)  # validates batch_size early
+        loss(model.apply(params, x_val[:1]), y_val[:1])  # a bad val shape fails now, not after an epoch
+    total = data.num_batches(len(x), batch_size, drop_last)
+    if total == 0:
+        raise ValueError(f"fit: drop_last=True with {len(x)} samples and batch_size={batch_size} "
+                         "leaves no batch; use a smaller batch_size or drop_last=False")
     key = random.as_key(key)
     report = Progress(progress, stream, epochs)
-    folder = os.fspath(checkpoint_dir) if checkpoint_dir is not None else None
-    if resume and folder is None:
-        raise ValueError("fit: resume=True needs checkpoint_dir")
+    folder = _checkpoint_folder(checkpoint_dir, resume)
 
     if opt_state is None:
         opt_state = optimizer.init(params)
-    history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
-    best: list[BestModel] = []
-    start_epoch, since_best, elapsed = 0, 0, 0.0
-    position = _Position(params, opt_state, 0, 0.0, 0)
+    run = _Run(params, opt_state, epoch=0, batch=0, loss_sum=0.0, count=0, since_best=0,
+               elapsed=0.0, history={k: () for k in HISTORY_KEYS}, best=())
     if resume and os.path.exists(os.path.join(folder, LATEST)):
-        saved = _load_latest(folder, params, opt_state, key, batch_size, len(x))
-        position, start_epoch, since_best, elapsed, history, best = saved
-        report.message(f"resuming from {os.path.join(folder, LATEST)} at epoch {start_epoch + 1}, "
-                       f"batch {position.batch + 1}")
+        run = _load_latest(folder, params, opt_state, key, batch_size, len(x))
+        report.message(f"resuming from {os.path.join(folder, LATEST)} at epoch {run.epoch + 1}, "
+                       f"batch {run.batch + 1}")
     elif resume:
         report.message(f"no checkpoint in {folder}; starting from scratch")
 
     def snapshot(stop_reason):
-        final = position.params
-        if stop_reason == "early_stopping":
-            final = best[0].params
-        return FitResult(final, position.opt_state, _as_arrays(history), tuple(best), stop_reason)
+        final = run.best[0].params if stop_reason == "early_stopping" else run.params
+        return FitResult(final, run.opt_state, _as_arrays(run.history), run.best, stop_reason)
 
-    def checkpoint(epoch):
+    def checkpoint():
         if folder is not None:
-            _save_run(folder, position, key, epoch, since_best, elapsed, history, best,
-                      batch_size, len(x))
+            _save_run(folder, run, key, batch_size, len(x))
 
     step = _make_step(model, loss_and_grad)
-    total = data.num_batches(len(x), batch_size, drop_last)
-    epoch, started = start_epoch, time.perf_counter()
+    epoch, started = run.epoch, time.perf_counter()
     try:
-        for epoch in range(start_epoch, epochs):
+        for epoch in range(run.epoch, epochs):
             started = time.perf_counter()
-            lr = float(position.opt_state["lr"]) if "lr" in position.opt_state else math.nan
+            lr = float(run.opt_state["lr"]) if "lr" in run.opt_state else math.nan
             order = data.batches(x, y, batch_size, key=random.fold_in(key, epoch),
                                  shuffle=shuffle, drop_last=drop_last)
-            for xb, yb in itertools.islice(order, position.batch, None):
-                value, grads = step(position.params, xb, yb)
+            for xb, yb in itertools.islice(order, run.batch, None):
+                value, grads = step(run.params, xb, yb)
                 if not math.isfinite(value):
                     raise NonFiniteLossError(
                         f"training loss is {value} at epoch {epoch + 1}, batch "
-                        f"{position.batch + 1} of {total}; the params before this batch are "
+                        f"{run.batch + 1} of {total}; the params before this batch are "
                         "in error.result (try a smaller learning rate or check the data)"
                     )
-                new_params, new_state = optimizer.update(grads, position.opt_state, position.params)
-                position = _Position(new_params, new_state, position.batch + 1,
-                                     position.loss_sum + value * len(xb), position.count + len(xb))
-                report.batch(epoch, position.batch, total, value)
+                new_params, new_state = optimizer.update(grads, run.opt_state, run.params)
+                run = run._replace(params=new_params, opt_state=new_state, batch=run.batch + 1,
+                                   loss_sum=run.loss_sum + value * len(xb),
+                                   count=run.count + len(xb))
+                report.batch(epoch, run.batch, total, value)
 
-            train_loss = position.loss_sum / position.count
+            train_loss = run.loss_sum / run.count
             val_loss = math.nan
             if val is not None:
-                val_loss = loss(model.apply(position.params, x_val), y_val)
+                val_loss = loss(model.apply(run.params, x_val), y_val)
                 if not math.isfinite(val_loss):
                     raise NonFiniteLossError(f"validation loss is {val_loss} after epoch {epoch + 1}")
             monitored = val_loss if val is not None else train_loss
-            improved = not best or monitored < best[0].loss - min_delta
-            since_best = 0 if improved else since_best + 1
-            best = _keep_best(best, BestModel(monitored, epoch, position.params), keep_best)
-            elapsed += time.perf_counter() - started
-            for name, value in zip(HISTORY_KEYS, (train_loss, val_loss, lr, elapsed)):
-                history[name].append(value)
-            elapsed = 0.0
-            position = position._replace(batch=0, loss_sum=0.0, count=0)
-            report.epoch(epoch, train_loss, val_loss if val is not None else None,
-                         history["time"][-1], "  *" if improved else "")
-            checkpoint(epoch + 1)
-            if patience is not None and since_best >= patience:
+            improved = not run.best or monitored < run.best[0].loss - min_delta
+            seconds = run.elapsed + time.perf_counter() - started
+            record = (train_loss, val_loss, lr, seconds)
+            run = run._replace(  # one assignment records the finished epoch
+                epoch=epoch + 1, batch=0, loss_sum=0.0, count=0, elapsed=0.0,
+                since_best=0 if improved else run.since_best + 1,
+                history={k: (*run.history[k], v) for k, v in zip(HISTORY_KEYS, record)},
+                best=_keep_best(run.best, BestModel(monitored, epoch, run.params), keep_best),
+            )
+            report.epoch(epoch, train_loss, val_loss if val is not None else None, seconds,
+                         "  *" if improved else "")
+            checkpoint()
+            if patience is not None and run.since_best >= patience:
                 report.message(f"early stopping: no improvement for {patience} epochs; "
-                               f"restoring the best params (epoch {best[0].epoch + 1})")
+                               f"restoring the best params (epoch {run.best[0].epoch + 1})")
                 return snapshot("early_stopping")
     except KeyboardInterrupt:
-        if position.batch:
-            elapsed += time.perf_counter() - started
-        checkpoint(epoch)
+        if run.epoch == epoch:  # inside an epoch: keep the time it has taken so far
+            run = run._replace(elapsed=run.elapsed + time.perf_counter() - started)
+        checkpoint()
         where = f" (saved to {folder})" if folder is not None else ""
-        report.message(f"interrupted at epoch {epoch + 1}, batch {position.batch}; "
+        report.message(f"interrupted at epoch {run.epoch + 1}, batch {run.batch}; "
                        f"returning what was trained so far{where}")
         return snapshot("interrupted")
     except NonFiniteLossError as error:
@@ -241,38 +247,39 @@ def _make_step(model: Layer, loss_and_grad):
     return step
 
 
-def _keep_best(best: list[BestModel], candidate: BestModel, k: int) -> list[BestModel]:
+def _keep_best(best: tuple[BestModel, ...], candidate: BestModel, k: int) -> tuple[BestModel, ...]:
     """The ``k`` lowest losses, best first; ties keep the earlier epoch."""
     if math.isnan(candidate.loss):
         return best
     merged = sorted([*best, candidate], key=lambda m: (m.loss, m.epoch))
-    return merged[:k]
+    return tuple(merged[:k])
 
 
-def _as_arrays(history: dict[str, list[float]]) -> dict[str, np.ndarray]:
+def _as_arrays(history: dict[str, tuple[float, ...]]) -> dict[str, np.ndarray]:
     return {name: np.array(values, dtype=np.float64) for name, values in history.items()}
 
 
 # --- checkpoints ---------------------------------------------------------------------
 
 
-def _save_run(folder, position, key, epoch, since_best, elapsed, history, best, batch_size, n):
+def _save_run(folder, run: _Run, key, batch_size, n):
     os.makedirs(folder, exist_ok=True)
+    best = run.best
     state = {
-        "params": position.params,
-        "opt_state": position.opt_state,
+        "params": run.params,
+        "opt_state": run.opt_state,
         "key": key,
         "progress": {
-            "epoch": np.array(epoch, np.int64),
-            "batch": np.array(position.batch, np.int64),
-            "loss_sum": np.array(position.loss_sum, np.float64),
-            "count": np.array(position.count, np.int64),
-            "since_best": np.array(since_best, np.int64),
-            "elapsed": np.array(elapsed, np.float64),
+            "epoch": np.array(run.epoch, np.int64),
+            "batch": np.array(run.batch, np.int64),
+            "loss_sum": np.array(run.loss_sum, np.float64),
+            "count": np.array(run.count, np.int64),
+            "since_best": np.array(run.since_best, np.int64),
+            "elapsed": np.array(run.elapsed, np.float64),
             "batch_size": np.array(batch_size, np.int64),
             "samples": np.array(n, np.int64),
         },
-        "history": _as_arrays(history),
+        "history": _as_arrays(run.history),
         "best": {
             "loss": np.array([m.loss for m in best], np.float64),
             "epoch": np.array([m.epoch for m in best], np.int64),
@@ -299,28 +306,29 @@ def _load_latest(folder, params, opt_state, key, batch_size, n):
                 f"{path} stopped mid-epoch with batch_size {int(progress['batch_size'])} on "
                 f"{int(progress['samples'])} samples; resume needs the same, got {batch_size} on {n}"
             )
-        position = _Position(state["params"], state["opt_state"], int(progress["batch"]),
-                             float(progress["loss_sum"]), int(progress["count"]))
-        history = {name: state["history"][name].tolist() for name in HISTORY_KEYS}
+        history = {name: tuple(state["history"][name].tolist()) for name in HISTORY_KEYS}
         best_params = state["best"]["params"]
-        best = [BestModel(float(loss), int(epoch), best_params[str(i)])
-                for i, (loss, epoch) in enumerate(zip(state["best"]["loss"], state["best"]["epoch"]))]
+        best = tuple(BestModel(float(loss), int(epoch), best_params[str(i)]) for i, (loss, epoch)
+                     in enumerate(zip(state["best"]["loss"], state["best"]["epoch"])))
+        return _Run(state["params"], state["opt_state"], epoch=int(progress["epoch"]),
+                    batch=int(progress["batch"]), loss_sum=float(progress["loss_sum"]),
+                    count=int(progress["count"]), since_best=int(progress["since_best"]),
+                    elapsed=float(progress["elapsed"]), history=history, best=best)
     except KeyError as missing:
         raise CheckpointError(f"{path} is not a fit() checkpoint: {missing} is missing") from None
-    return (position, int(progress["epoch"]), int(progress["since_best"]),
-            float(progress["elapsed"]), history, best)
 
 
 # --- argument checks -----------------------------------------------------------------
 
 
-def _check_fit_args(model, optimizer, epochs, keep_best, patience, min_delta) -> None:
+def _check_fit_args(model, optimizer, epochs, batch_size, keep_best, patience, min_delta) -> None:
     if not isinstance(model, Layer):
         raise TypeError(f"fit: model must be a funcnn Layer, got {type(model).__name__}")
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         raise TypeError(f"fit: optimizer must be an Optimizer(init, update) such as "
                         f"fn.optim.adam(1e-3), got {type(optimizer).__name__}")
     _positive_int(epochs, "epochs")
+    _positive_int(batch_size, "batch_size")
     _positive_int(keep_best, "keep_best")
     if patience is not None:
         _positive_int(patience, "patience")
@@ -340,8 +348,32 @@ def _pair(arrays, name: str) -> tuple[np.ndarray, np.ndarray]:
     for label, a in (("x", x), ("y", y)):
         if not isinstance(a, np.ndarray):
             raise TypeError(f"fit: {name} {label} must be a numpy array, got {type(a).__name__}")
+        if a.ndim == 0:
+            raise ValueError(f"fit: {name} {label} must have a sample axis (first dimension), "
+                             "got a 0-d array")
     if len(x) != len(y):
         raise ValueError(f"fit: {name} x and y have different lengths: {len(x)} vs {len(y)}")
     if len(x) == 0:
         raise ValueError(f"fit: {name} data is empty")
+    data.require_finite(x, f"{name} x")
+    data.require_finite(y, f"{name} y")
     return x, y
+
+
+def _checkpoint_folder(checkpoint_dir, resume: bool) -> str | None:
+    """The checkpoint folder as a str, created now so a bad path fails before training."""
+    if checkpoint_dir is None:
+        if resume:
+            raise ValueError("fit: resume=True needs checkpoint_dir")
+        return None
+    if not isinstance(checkpoint_dir, (str, os.PathLike)):
+        raise TypeError(f"fit: checkpoint_dir must be a path (str or os.PathLike), "
+                        f"got {type(checkpoint_dir).__name__}")
+    folder = os.fspath(checkpoint_dir)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise CheckpointError(f"fit: checkpoint_dir {folder!r} exists and is not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"fit: cannot use checkpoint_dir {folder!r}: {e.strerror or e}") from e
+    return folder

@@ -93,14 +93,21 @@ def test_early_stopping_restores_best():
 
 
 def test_nan_loss_stops_with_epoch_and_batch():
+    """Finite data can still give a NaN loss (non-finite data is refused up front)."""
+
+    @fn.losses.make_loss
+    def mse_nan_on_marked_batch(pred, target):
+        value, dpred = fn.losses.mse.value_and_grad(pred, target)
+        return (np.nan if (target == 1e6).any() else value), dpred
+
     train, val = problem()
     x, y = train
     y = y.copy()
-    y[150] = np.nan  # sample 150 lands in some batch of epoch 1
+    y[150] = 1e6  # marks the batch of epoch 1 that holds sample 150
     model = mlp()
     with pytest.raises(NonFiniteLossError, match=r"training loss is nan at epoch 1, batch \d+ of 7") as info:
-        fn.fit(model, fn.losses.mse, fn.optim.adam(0.01), model.init(0), (x, y), val=val, epochs=3,
-               batch_size=32, key=0, progress="silent")
+        fn.fit(model, mse_nan_on_marked_batch, fn.optim.adam(0.01), model.init(0), (x, y), val=val,
+               epochs=3, batch_size=32, key=0, progress="silent")
     partial = info.value.result
     assert all(np.all(np.isfinite(leaf)) for leaf in fn.tree.leaves(partial.params))
 
