@@ -1,0 +1,626 @@
+"""The benchmark workloads (T1-T4) and one builder per implementation.
+
+An architecture is a small nested tuple ("spec") that every implementation is built
+from, so all of them train the same network:
+
+    ("linear", in, out) | ("relu",) | ("serial", *children)
+    | ("residual", child) | ("block", features)      # the seed's ResNetBlock
+
+Every implementation starts from the same initial weights (funcnn's ``init`` with
+key 0, copied across) and sees the same batches. A builder returns an :class:`Impl`:
+
+- ``step(xb, yb)`` runs one training step (forward + loss + backward + update) on a
+  batch already in the implementation's own format and returns the loss (in that
+  format); it has returned only once the work is done (JAX is synchronised).
+- ``convert(x, y)`` turns a numpy batch into that format (done once, before timing).
+- ``epoch(rng)`` runs one epoch: shuffle + every batch (the last one may be short).
+- ``reset()`` puts the weights and the optimizer state back to where they started, so
+  every timed block covers the same training steps in every implementation (long runs
+  drift into float32 denormals, which cost numpy and torch but not XLA: see PROFILE.md).
+
+Missing rivals (torch, jax) are reported by :func:`rival_status` and skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+AIRFOIL_PATH = REPO_ROOT.parent / "shared" / "data" / "airfoil_self_noise.dat"
+
+# --- architectures --------------------------------------------------------------------
+
+RELU = ("relu",)
+
+
+def lin(n_in: int, n_out: int) -> tuple:
+    return ("linear", n_in, n_out)
+
+
+def serial(*children: tuple) -> tuple:
+    return ("serial", *children)
+
+
+def residual(child: tuple) -> tuple:
+    return ("residual", child)
+
+
+def block(features: int) -> tuple:
+    return ("block", features)
+
+
+def mlp(widths: list[int]) -> tuple:
+    """Linear-ReLU-...-Linear through ``widths`` (no activation after the last)."""
+    layers: list[tuple] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        if i:
+            layers.append(RELU)
+        layers.append(lin(a, b))
+    return serial(*layers)
+
+
+def expand(spec: tuple) -> tuple:
+    """Replace every ``block(f)`` by the residual(serial(Linear, ReLU, Linear)) it is."""
+    kind = spec[0]
+    if kind == "block":
+        f = spec[1]
+        return residual(serial(lin(f, f), RELU, lin(f, f)))
+    if kind == "serial":
+        return serial(*(expand(c) for c in spec[1:]))
+    if kind == "residual":
+        return residual(expand(spec[1]))
+    return spec
+
+
+def linear_shapes(spec: tuple) -> list[tuple[int, int]]:
+    """``(out, in)`` of every Linear, in forward order."""
+    spec = expand(spec)
+    kind = spec[0]
+    if kind == "linear":
+        return [(spec[2], spec[1])]
+    if kind == "serial":
+        return [s for c in spec[1:] for s in linear_shapes(c)]
+    if kind == "residual":
+        return linear_shapes(spec[1])
+    return []
+
+
+def n_params(spec: tuple) -> int:
+    return sum(o * i + o for o, i in linear_shapes(spec))
+
+
+# --- workloads -------------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    key: str
+    title: str
+    spec: tuple
+    loss: str  # "mse" or "ce"
+    lr: float
+    weight_decay: float
+    batch: int
+    make_data: Callable[[int | None], tuple[np.ndarray, np.ndarray, str]]
+    n_samples: int | None = None  # None: the workload's own default
+    extras: dict = field(default_factory=dict)
+
+    def data(self):
+        return self.make_data(self.n_samples)
+
+    @property
+    def widths_desc(self) -> str:
+        return " ".join(f"{i}-{o}" for o, i in linear_shapes(self.spec))
+
+
+def sine_data(n: int | None):
+    n = 5000 if n is None else n
+    x = np.linspace(0, 2 * np.pi, n).reshape(-1, 1)
+    return x, np.sin(x), f"sin(x) on {n} points of [0, 2pi] (as the seed)"
+
+
+def airfoil_data(n: int | None):
+    """The seed's airfoil split (50% train = 751 rows), standardized with train stats.
+
+    The seed trains on raw features (frequency up to 20 kHz); we standardize x and y so
+    that no implementation spends the benchmark on huge or non-finite numbers.
+    """
+    rng = np.random.default_rng(0)
+    if AIRFOIL_PATH.exists():
+        data = np.loadtxt(AIRFOIL_PATH)
+        source = f"{AIRFOIL_PATH.name}, seed split: 50% train"
+    else:
+        m = 1503
+        x = rng.standard_normal((m, 5))
+        y = np.sin(x @ rng.standard_normal(5)) + 0.1 * rng.standard_normal(m)
+        data = np.column_stack([x, y])
+        source = "synthetic (airfoil file not found), 1503 rows, 50% train"
+    idx = rng.permutation(data.shape[0])
+    train = data[idx[: int(0.5 * data.shape[0])]]
+    if n is not None:
+        train = train[:n]
+    x, y = train[:, :-1], train[:, -1:]
+    x = (x - x.mean(0)) / x.std(0)
+    y = (y - y.mean(0)) / y.std(0)
+    return x, y, f"{source} -> {x.shape[0]} x {x.shape[1]}, standardized"
+
+
+def wide_data(n: int | None):
+    n = 8192 if n is None else n
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, 784), dtype=np.float32).astype(np.float64)
+    y = rng.integers(0, 10, n)
+    return x, y, f"synthetic: {n} samples, N(0,1) features, uniform labels in [0, 10)"
+
+
+def workloads() -> dict[str, Workload]:
+    return {
+        "T1": Workload("T1", "sine-mlp", mlp([1, 16, 16, 1]), "mse", 0.01, 1e-6, 64, sine_data),
+        "T2": Workload(
+            "T2", "sine-resnet",
+            serial(lin(1, 16), RELU, block(16), block(16), block(16), lin(16, 1)),
+            "mse", 0.01, 1e-6, 64, sine_data,
+        ),
+        "T3": Workload(
+            "T3", "airfoil",
+            serial(
+                lin(5, 8), RELU,
+                residual(serial(lin(8, 16), RELU, block(16), RELU, lin(16, 8))),
+                RELU, lin(8, 1),
+            ),
+            "mse", 1e-3, 1e-6, 16, airfoil_data,
+        ),
+        "T4": Workload(
+            "T4", "wide-mlp", mlp([784, 1024, 1024, 10]), "ce", 1e-3, 0.0, 256, wide_data,
+        ),
+    }
+
+
+def scaling_workload(batch: int, width: int, n_batches: int = 4) -> Workload:
+    """T4's shape with another batch size or hidden width (for the scaling sweep)."""
+    return Workload(
+        "scaling", f"784-{width}-{width}-10 batch {batch}", mlp([784, width, width, 10]), "ce",
+        1e-3, 0.0, batch, wide_data, n_samples=batch * n_batches,
+    )
+
+
+# --- implementations -------------------------------------------------------------------
+
+
+@dataclass
+class Impl:
+    name: str
+    dtype: str
+    step: Callable[[Any, Any], Any] | None
+    convert: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]
+    epoch: Callable[[np.random.Generator], None] | None
+    to_float: Callable[[Any], float] = float
+    note: str = ""
+    reset: Callable[[], None] | None = None  # back to the initial weights and optimizer state
+
+
+def initial_params(wl: Workload, seed: int = 0):
+    """funcnn's params for the workload (float32), and its Linears' (W, b) in order."""
+    import funcnn as fn
+
+    model = build_funcnn_model(wl.spec, np.float32)
+    params = model.init(fn.random.key(seed))
+    return params, list(_funcnn_linears(expand(wl.spec), params))
+
+
+def _funcnn_linears(spec, params):
+    kind = spec[0]
+    if kind == "linear":
+        yield params["weight"], params["bias"]
+    elif kind == "serial":
+        for i, child in enumerate(spec[1:]):
+            yield from _funcnn_linears(child, params.get(str(i), {}))
+    elif kind == "residual":
+        yield from _funcnn_linears(spec[1], params)
+
+
+def _epoch_numpy(step, x, y, batch):
+    """A numpy epoch: permute, then every batch (slices are views, no copies)."""
+    n = x.shape[0]
+
+    def epoch(rng):
+        perm = rng.permutation(n)
+        xs, ys = x[perm], y[perm]
+        for s in range(0, n, batch):
+            step(xs[s:s + batch], ys[s:s + batch])
+
+    return epoch
+
+
+# funcnn ---------------------------------------------------------------------------------
+
+
+def build_funcnn_model(spec, dtype):
+    import funcnn as fn
+
+    kind = spec[0]
+    if kind == "linear":
+        return fn.layers.Linear(spec[1], spec[2], dtype=dtype)
+    if kind == "relu":
+        return fn.layers.ReLU()
+    if kind == "serial":
+        return fn.serial(*(build_funcnn_model(c, dtype) for c in spec[1:]))
+    if kind == "residual":
+        return fn.residual(build_funcnn_model(spec[1], dtype))
+    if kind == "block":
+        return fn.layers.ResNetBlock(spec[1], dtype=dtype)
+    raise ValueError(f"unknown spec {spec!r}")
+
+
+def funcnn_impl(wl: Workload, x, y, params0) -> Impl:
+    import funcnn as fn
+
+    model = build_funcnn_model(wl.spec, np.float32)
+    loss = fn.losses.mse if wl.loss == "mse" else fn.losses.softmax_cross_entropy
+    opt = fn.optim.adam(wl.lr, weight_decay=wl.weight_decay)
+    value_and_grad = fn.value_and_grad(model, loss)
+    state0 = opt.init(params0)
+    params, state = params0, state0
+
+    def step(xb, yb):
+        nonlocal params, state
+        value, grads = value_and_grad(params, xb, yb)
+        params, state = opt.update(grads, state, params)
+        return value
+
+    def reset():
+        nonlocal params, state
+        params, state = params0, state0  # pure: nothing was mutated
+
+    def convert(xb, yb):
+        return xb.astype(np.float32), _targets(wl, yb, np.float32)
+
+    xc, yc = convert(x, y)
+    return Impl("funcnn", "float32", step, convert, _epoch_numpy(step, xc, yc, wl.batch),
+                reset=reset)
+
+
+def _targets(wl, y, dtype):
+    return y.astype(np.int64) if wl.loss == "ce" else y.astype(dtype)
+
+
+# the seed's OOP code --------------------------------------------------------------------
+
+
+def build_seed_model(spec):
+    from benchmarks import seed_oop as S
+
+    kind = spec[0]
+    if kind == "linear":
+        return S.Linear(spec[1], spec[2])
+    if kind == "relu":
+        return S.ReLU()
+    if kind == "serial":
+        return S.Sequential(*(build_seed_model(c) for c in spec[1:]))
+    if kind == "residual":
+        return S.SkipConnection(build_seed_model(spec[1]))
+    if kind == "block":
+        return S.ResNetBlock(spec[1])  # default activation: the seed's shared ReLU()
+    raise ValueError(f"unknown spec {spec!r}")
+
+
+def seed_impl(wl: Workload, x, y, linears) -> Impl:
+    from benchmarks import seed_oop as S
+
+    model = build_seed_model(wl.spec)
+    params = model.parameters()
+    for (w, b), (pw, pb) in zip(linears, zip(params[0::2], params[1::2])):
+        pw.data = w.astype(np.float64)
+        pb.data = b.astype(np.float64).reshape(1, -1)
+    loss_fn = S.MSELoss() if wl.loss == "mse" else S.SoftmaxCrossEntropyLoss()
+    optimizer = S.Adam(params, lr=wl.lr, weight_decay=wl.weight_decay)
+    saved = [p.data.copy() for p in params]
+
+    def reset():
+        nonlocal optimizer
+        for p, data in zip(params, saved):
+            p.data = data.copy()
+        optimizer = S.Adam(params, lr=wl.lr, weight_decay=wl.weight_decay)
+
+    def step(xb, yb):  # the seed's training-loop body
+        predictions = model.forward(xb)
+        loss = loss_fn.forward(predictions, yb)
+        grad_loss = loss_fn.backward()
+        model.backward(grad_loss)
+        optimizer.step()
+        optimizer.zero_grad()
+        return loss
+
+    def convert(xb, yb):
+        return xb.astype(np.float64), _targets(wl, yb, np.float64)
+
+    xc, yc = convert(x, y)
+    return Impl("seed OOP", "float64", step, convert, _epoch_numpy(step, xc, yc, wl.batch),
+                note="gradients 1/batch too small (seed bug), kept", reset=reset)
+
+
+# torch ----------------------------------------------------------------------------------
+
+
+def rival_status() -> dict[str, str | None]:
+    """``{"torch": version or None, "jax": version or None}`` (imports them)."""
+    status: dict[str, str | None] = {}
+    try:
+        import torch
+
+        status["torch"] = torch.__version__
+    except Exception:  # noqa: BLE001 - any import failure means "skip torch"
+        status["torch"] = None
+    try:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        import jax
+        from jax.example_libraries import optimizers, stax  # noqa: F401
+
+        status["jax"] = jax.__version__
+    except Exception:  # noqa: BLE001
+        status["jax"] = None
+    return status
+
+
+def build_torch_model(spec):
+    import torch
+
+    class Residual(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return x + self.inner(x)
+
+    def build(spec):
+        kind = spec[0]
+        if kind == "linear":
+            return torch.nn.Linear(spec[1], spec[2])
+        if kind == "relu":
+            return torch.nn.ReLU()
+        if kind == "serial":
+            return torch.nn.Sequential(*(build(c) for c in spec[1:]))
+        if kind == "residual":
+            return Residual(build(spec[1]))
+        raise ValueError(f"unknown spec {spec!r}")
+
+    return build(expand(spec))
+
+
+def torch_impl(wl: Workload, x, y, linears, *, fused: bool = False) -> Impl:
+    import torch
+
+    model = build_torch_model(wl.spec)
+    params = list(model.parameters())
+    with torch.no_grad():
+        for (w, b), pw, pb in zip(linears, params[0::2], params[1::2]):
+            pw.copy_(torch.from_numpy(w))
+            pb.copy_(torch.from_numpy(b))
+    kwargs = {"fused": True} if fused else {}
+    opt = torch.optim.Adam(params, lr=wl.lr, weight_decay=wl.weight_decay, **kwargs)
+    saved = [p.detach().clone() for p in params]
+
+    def reset():
+        nonlocal opt
+        with torch.no_grad():
+            for p, data in zip(params, saved):
+                p.copy_(data)
+        opt = torch.optim.Adam(params, lr=wl.lr, weight_decay=wl.weight_decay, **kwargs)
+    if wl.loss == "mse":
+        def loss_fn(pred, target):
+            return 0.5 * torch.nn.functional.mse_loss(pred, target)
+    else:
+        loss_fn = torch.nn.functional.cross_entropy
+
+    def step(xb, yb):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    def convert(xb, yb):
+        xt = torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32))
+        yt = torch.from_numpy(_targets(wl, yb, np.float32))
+        return xt, yt
+
+    xt, yt = convert(x, y)
+    n = xt.shape[0]
+
+    def epoch(rng):
+        perm = torch.randperm(n)
+        xs, ys = xt[perm], yt[perm]
+        for s in range(0, n, wl.batch):
+            step(xs[s:s + wl.batch], ys[s:s + wl.batch])
+
+    name = "torch eager, fused Adam" if fused else "torch eager"
+    return Impl(name, "float32", step, convert, epoch, to_float=lambda v: float(v.item()),
+                reset=reset)
+
+
+# jax ------------------------------------------------------------------------------------
+
+
+def build_stax(spec, linears_iter):
+    """``(apply_fun, params)`` for the spec, params taken from funcnn's (W, b) in order."""
+    import jax.numpy as jnp
+    from jax.example_libraries import stax
+
+    kind = spec[0]
+    if kind == "linear":
+        w, b = next(linears_iter)
+        _, apply_fun = stax.Dense(spec[2])
+        return apply_fun, (jnp.asarray(w.T), jnp.asarray(b))
+    if kind == "relu":
+        return stax.Relu[1], ()
+    if kind == "serial":
+        children = [build_stax(c, linears_iter) for c in spec[1:]]
+        _, apply_fun = stax.serial(*((lambda rng, shape: (shape, ()), f) for f, _ in children))
+        return apply_fun, tuple(p for _, p in children)
+    if kind == "residual":
+        inner_apply, inner_params = build_stax(spec[1], linears_iter)
+        _, apply_fun = stax.serial(
+            stax.FanOut(2),
+            stax.parallel((lambda rng, shape: (shape, ()), inner_apply), stax.Identity),
+            stax.FanInSum,
+        )
+        return apply_fun, ((), (inner_params, ()), ())
+    raise ValueError(f"unknown spec {spec!r}")
+
+
+def _jax_parts(wl: Workload, linears):
+    import jax
+    import jax.numpy as jnp
+    from jax.example_libraries import optimizers
+
+    apply_fun, params = build_stax(expand(wl.spec), iter(linears))
+    if wl.loss == "mse":
+        def loss(p, xb, yb):
+            d = apply_fun(p, xb) - yb
+            return 0.5 * jnp.mean(d * d)
+    else:
+        def loss(p, xb, yb):
+            logp = jax.nn.log_softmax(apply_fun(p, xb))
+            return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
+
+    opt_init, opt_update, get_params = optimizers.adam(wl.lr)
+    wd = wl.weight_decay
+
+    def step_body(i, opt_state, xb, yb):
+        p = get_params(opt_state)
+        value, g = jax.value_and_grad(loss)(p, xb, yb)
+        if wd:  # coupled L2, as the seed, torch and funcnn
+            g = jax.tree_util.tree_map(lambda gi, pi: gi + wd * pi, g, p)
+        return opt_update(i, g, opt_state), value
+
+    def convert(xb, yb):
+        yt = yb.astype(np.int32) if wl.loss == "ce" else yb.astype(np.float32)
+        return jnp.asarray(xb, dtype=jnp.float32), jnp.asarray(yt)
+
+    return opt_init(params), step_body, convert
+
+
+def jax_impl(wl: Workload, x, y, linears) -> Impl:
+    import jax
+
+    opt_state, step_body, convert = _jax_parts(wl, linears)
+    opt_state0 = opt_state
+    jit_step = jax.jit(step_body)
+    i = 0
+
+    def reset():
+        nonlocal opt_state, i
+        opt_state, i = opt_state0, 0
+
+    def step(xb, yb):
+        nonlocal opt_state, i
+        opt_state, value = jit_step(i, opt_state, xb, yb)
+        i += 1
+        # One executable computes every output, and they become ready together; waiting
+        # on the loss alone avoids walking the state tree (~25 µs for T2's 48 arrays).
+        value.block_until_ready()
+        return value
+
+    # The epoch feeds numpy slices (what a numpy data pipeline hands over).
+    xn = x.astype(np.float32)
+    yn = y.astype(np.int32) if wl.loss == "ce" else y.astype(np.float32)
+    return Impl("jax.jit step", "float32", step, convert, _epoch_numpy(step, xn, yn, wl.batch),
+                note="stax + example_libraries.optimizers.adam, step under jax.jit", reset=reset)
+
+
+def jax_scan_impl(wl: Workload, x, y, linears) -> Impl:
+    """A whole epoch (gather, every full batch under lax.scan, the short tail) in one jit."""
+    import jax
+    import jax.numpy as jnp
+
+    opt_state, step_body, convert = _jax_parts(wl, linears)
+    xj, yj = convert(x, y)
+    n, b = xj.shape[0], wl.batch
+    full = n // b
+
+    def run_epoch(i, state, perm):
+        xs, ys = xj[perm], yj[perm]
+        xf = xs[: full * b].reshape(full, b, *xs.shape[1:])
+        yf = ys[: full * b].reshape(full, b, *ys.shape[1:])
+
+        def body(carry, batch):
+            j, s = carry
+            s, value = step_body(j, s, *batch)
+            return (j + 1, s), value
+
+        (i, state), _ = jax.lax.scan(body, (i, state), (xf, yf))
+        if n % b:
+            state, _ = step_body(i, state, xs[full * b:], ys[full * b:])
+            i = i + 1
+        return i, state
+
+    jit_epoch = jax.jit(run_epoch)
+    counter = jnp.asarray(0, dtype=jnp.int32)
+    opt_state0, counter0 = opt_state, counter
+
+    def reset():
+        nonlocal opt_state, counter
+        opt_state, counter = opt_state0, counter0
+
+    def epoch(rng):
+        nonlocal opt_state, counter
+        counter, opt_state = jit_epoch(counter, opt_state, rng.permutation(n).astype(np.int32))
+        jax.block_until_ready(opt_state)
+
+    return Impl("jax lax.scan epoch", "float32", None, convert, epoch,
+                note="whole epoch compiled: one dispatch per epoch", reset=reset)
+
+
+# the GEMM floor -------------------------------------------------------------------------
+
+
+def gemm_floor_impl(wl: Workload, dtype=np.float32) -> Impl:
+    """The GEMMs one step of an MLP needs, at the same shapes and dtype, with numpy.
+
+    Per Linear ``(out, in)`` on a batch ``B``: forward ``(B,in)@(in,out)`` and weight
+    grad ``(out,B)@(B,in)``; input grad ``(B,out)@(out,in)`` for every Linear except the
+    first (nobody needs d loss / d data). Results go into preallocated ``out=`` buffers,
+    so this is the BLAS time alone: what no numpy implementation can beat.
+    """
+    rng = np.random.default_rng(1)
+    b = wl.batch
+    shapes = linear_shapes(wl.spec)
+    ws = [rng.standard_normal((o, i)).astype(dtype) for o, i in shapes]
+    xs = [rng.standard_normal((b, i)).astype(dtype) for o, i in shapes]
+    dys = [rng.standard_normal((b, o)).astype(dtype) for o, i in shapes]
+    ys = [np.empty((b, o), dtype) for o, i in shapes]
+    dws = [np.empty((o, i), dtype) for o, i in shapes]
+    dxs = [np.empty((b, i), dtype) for o, i in shapes]
+    matmul = np.matmul
+
+    def step(xb=None, yb=None):
+        for k in range(len(ws)):
+            matmul(xs[k], ws[k].T, out=ys[k])
+        for k in reversed(range(len(ws))):
+            matmul(dys[k].T, xs[k], out=dws[k])
+            if k:
+                matmul(dys[k], ws[k], out=dxs[k])
+        return 0.0
+
+    n_gemms = 3 * len(shapes) - 1
+    return Impl("numpy GEMM floor", np.dtype(dtype).name, step, lambda xb, yb: (None, None), None,
+                note=f"{n_gemms} GEMMs per step, BLAS only")
+
+
+def gemm_flops(wl: Workload) -> float:
+    """Floating-point operations of the GEMMs of one step (2 per multiply-add)."""
+    shapes = linear_shapes(wl.spec)
+    macs = sum(o * i * wl.batch * (3 if k else 2) for k, (o, i) in enumerate(shapes))
+    return 2.0 * macs
+
+
+def n_batches(n: int, batch: int) -> int:
+    return math.ceil(n / batch)
