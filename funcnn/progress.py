@@ -46,14 +46,23 @@ class Progress:
 
     def epoch(self, epoch: int, train_loss: float, val_loss: float | None, seconds: float,
               note: str = "") -> None:
-        """Called after every epoch: one summary line."""
+        """Called after every epoch: one summary line.
+
+        On a terminal a line stays only for every ``epochs // 50``-th epoch (and the
+        last); the others are overwritten by the next bar, so long runs stay readable.
+        """
         if self.mode == "silent":
             return
         val = f"  val {val_loss:.6g}" if val_loss is not None else ""
         line = f"{self._epoch_label(epoch)}  train {train_loss:.6g}{val}  {seconds:.2f}s{note}"
         if self._mid_line:
             line = f"\r{line}\x1b[K"  # overwrite the bar, clear what is left of it
-        self._write(line)
+        stride = max(1, self.epochs // 50)
+        if self.mode == "bar" and (epoch + 1) % stride and epoch + 1 != self.epochs:
+            self._write(line, end="")
+            self._mid_line = True
+        else:
+            self._write(line)
 
     def message(self, text: str) -> None:
         """A line that is shown in every mode but silent."""

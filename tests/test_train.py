@@ -200,3 +200,19 @@ def test_bad_arguments(kwargs, error, match):
 def test_unknown_keyword_is_rejected():
     with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'"):
         fn.fit(mlp(), fn.losses.mse, fn.optim.adam(0.1), {}, problem()[0], epoch=3, batch_size=3, key=0)
+
+
+def test_progress_bar_keeps_long_runs_short():
+    from funcnn.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    report = Progress("auto", out, epochs=500)
+    for epoch in range(500):
+        report.batch(epoch, 1, 1, 0.5)
+        report.epoch(epoch, 0.5, 0.4, 0.01)
+    kept = out.getvalue().count("\n")
+    assert kept == 50 and out.getvalue().endswith("\n")
