@@ -5,7 +5,7 @@ A model is itself a :class:`funcnn.Layer`, so combinators nest freely.
 
 from __future__ import annotations
 
-from funcnn import random
+from funcnn import plan, random
 from funcnn.errors import InputTypeError, LayerError, ShapeError, StructureError
 from funcnn.layers._checks import check_input
 from funcnn.types import Layer
@@ -59,6 +59,9 @@ def serial(*layers: Layer) -> Layer:
         return x
 
     def vjp(params, x):
+        return plan.vjp(compiled, params, x, generic_vjp)
+
+    def generic_vjp(params, x):
         _check_params(params, known)
         pullbacks = []
         for layer, k, step in steps:
@@ -81,8 +84,11 @@ def serial(*layers: Layer) -> Layer:
 
         return x, pullback
 
-    return Layer(init, apply, vjp, name="serial", children=layers, child_keys=keys,
-                 rebuild=lambda children: serial(*children))
+    vjp.plan = plan.serial(layers)
+    model = Layer(init, apply, vjp, name="serial", children=layers, child_keys=keys,
+                  rebuild=lambda children: serial(*children))
+    compiled = plan.Compiled(model)
+    return model
 
 
 def residual(layer: Layer) -> Layer:
@@ -116,6 +122,9 @@ def residual(layer: Layer) -> Layer:
         return x + y
 
     def vjp(params, x):
+        return plan.vjp(compiled, params, x, generic_vjp)
+
+    def generic_vjp(params, x):
         x = check_input(x, name)
         y, inner_pullback = inner(layer.vjp, params, x)
         check_same_shape(x, y)
@@ -129,8 +138,11 @@ def residual(layer: Layer) -> Layer:
 
         return x + y, pullback
 
-    return Layer(layer.init, apply, vjp, name=name, children=(layer,), child_keys=(None,),
-                 rebuild=lambda children: residual(*children))
+    vjp.plan = plan.residual(layer)
+    model = Layer(layer.init, apply, vjp, name=name, children=(layer,), child_keys=(None,),
+                  rebuild=lambda children: residual(*children))
+    compiled = plan.Compiled(model)
+    return model
 
 
 def _check_layer(layer, where: str) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from funcnn import losses, plan
 from funcnn.losses import Loss
 from funcnn.types import Layer, Params
 
@@ -25,8 +26,12 @@ def value_and_grad(model: Layer, loss) -> Callable[..., tuple[float, Params]]:
     if not isinstance(model, Layer):
         raise TypeError(f"value_and_grad: model must be a funcnn Layer, got {type(model).__name__}")
     loss_value_and_grad = loss_gradient_rule(loss)
+    compiled = plan.Compiled(model)  # built-in layers: one fused pass, grads in one buffer
 
     def value_and_grad_fn(params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
+        fast = plan.value_and_grad(compiled, params, x, y, loss_value_and_grad, model.vjp)
+        if fast is not None:
+            return fast
         pred, pullback = model.vjp(params, x)
         value, dpred = loss_value_and_grad(pred, y)
         grads, _ = pullback(dpred)
@@ -47,6 +52,8 @@ def grad(model: Layer, loss) -> Callable[..., Params]:
 
 def loss_gradient_rule(loss) -> Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]:
     """``(pred, target) -> (value, dpred)`` for a Loss or a keyword ``partial`` of one."""
+    if loss is losses.mse:
+        return _mse_value_and_grad
     if isinstance(loss, Loss):
         return loss.value_and_grad
     if isinstance(loss, functools.partial) and isinstance(loss.func, Loss) and not loss.args:
@@ -55,3 +62,20 @@ def loss_gradient_rule(loss) -> Callable[[np.ndarray, np.ndarray], tuple[float, 
         f"expected a funcnn loss (e.g. fn.losses.mse), got {loss!r}; a plain function has no "
         "gradient rule: wrap f(pred, target) -> (value, dpred) with fn.losses.make_loss"
     )
+
+
+def _mse_value_and_grad(pred, target) -> tuple[float, np.ndarray]:
+    """``fn.losses.mse.value_and_grad``, bit for bit, without its generic wrapper.
+
+    Only the common case (float32 or float64 ``pred``, a real ``target`` of its shape)
+    takes this path; it runs the numpy calls ``mse`` and ``np.mean`` run, in the same
+    order. Anything else goes to the loss itself, which checks and raises.
+    """
+    if (type(pred) is np.ndarray and type(target) is np.ndarray and pred.shape == target.shape
+            and pred.dtype.char in "fd" and target.dtype.kind in "fiub" and pred.size):
+        d = pred - target.astype(pred.dtype, copy=False)
+        total = np.add.reduce(d * d, None)
+        # np.mean: the sum over the count in float64 (exact for both), then pred's dtype
+        mean = total.dtype.type(float(total) / d.size)
+        return float(0.5 * mean), d * (1.0 / d.size)
+    return losses.mse.value_and_grad(pred, target)

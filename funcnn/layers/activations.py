@@ -11,15 +11,20 @@ import math
 
 import numpy as np
 
-from funcnn import random
+from funcnn import plan, random
 from funcnn.errors import ShapeError
 from funcnn.numerics import sigmoid
 from funcnn.layers._checks import check_cotangent, check_input, check_no_params
 from funcnn.types import Layer
 
 
-def _activation(name: str, forward, backward) -> Layer:
-    """Build a parameterless layer from ``forward(x) -> y`` and ``backward(x, y, dy) -> dx``."""
+def _activation(name: str, forward, backward, uses_input: bool = True, inline=None) -> Layer:
+    """Build a parameterless layer from ``forward(x) -> y`` and ``backward(x, y, dy) -> dx``.
+
+    ``uses_input=False`` says ``backward`` reads only ``y`` and ``dy`` (fused plans then
+    let ``x`` go early); ``inline`` is the two as source for fused plans (see
+    :func:`funcnn.plan.activation`).
+    """
 
     def init(key):
         random.as_key(key)
@@ -40,12 +45,18 @@ def _activation(name: str, forward, backward) -> Layer:
 
         return y, pullback
 
+    vjp.plan = plan.activation(forward, backward, uses_input, inline)
     return Layer(init, apply, vjp, name=name)
 
 
 def ReLU() -> Layer:
     """``y = max(x, 0)``; ``dy/dx = 1 if x > 0 else 0``."""
-    return _activation("ReLU()", lambda x: np.maximum(x, 0), lambda x, y, dy: dy * (x > 0))
+    # y > 0 exactly where x > 0 (NaN included), so the backward needs only y
+    return _activation("ReLU()", lambda x: np.maximum(x, _ZEROS.get(x.dtype, 0)),
+                       lambda x, y, dy: dy * (y > _ZEROS.get(y.dtype, 0)), uses_input=False,
+                       inline=("maximum({x}, zeros.get({x}.dtype, 0))",
+                               "{dy} * ({y} > zeros.get({y}.dtype, 0))",
+                               {"maximum": np.maximum, "zeros": _ZEROS}))
 
 
 def LeakyReLU(negative_slope: float = 0.01) -> Layer:
@@ -70,17 +81,17 @@ def ELU(alpha: float = 1.0) -> Layer:
 
 def Sigmoid() -> Layer:
     """``y = 1 / (1 + exp(-x))``; ``dy/dx = y (1 - y)``. Stable for any x."""
-    return _activation("Sigmoid()", sigmoid, lambda x, y, dy: dy * y * (1 - y))
+    return _activation("Sigmoid()", sigmoid, lambda x, y, dy: dy * y * (1 - y), uses_input=False)
 
 
 def Tanh() -> Layer:
     """``y = tanh(x)``; ``dy/dx = 1 - y**2``."""
-    return _activation("Tanh()", np.tanh, lambda x, y, dy: dy * (1 - y * y))
+    return _activation("Tanh()", np.tanh, lambda x, y, dy: dy * (1 - y * y), uses_input=False)
 
 
 def Identity() -> Layer:
     """``y = x``. Returns ``x`` itself: layers never mutate their inputs."""
-    return _activation("Identity()", lambda x: x, lambda x, y, dy: dy)
+    return _activation("Identity()", lambda x: x, lambda x, y, dy: dy, uses_input=False)
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -151,6 +162,10 @@ def LogSoftmax(axis: int = -1) -> Layer:
         return dy - np.exp(y) * dy.sum(axis=axis, keepdims=True)
 
     return _activation(name, forward, backward)
+
+
+# 0 in each float dtype: the same value as a Python 0 in a ufunc, with less overhead
+_ZEROS = {np.dtype(t): np.zeros((), t) for t in (np.float16, np.float32, np.float64)}
 
 
 def _check_number(value, layer: str, arg: str) -> float:

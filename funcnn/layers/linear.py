@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from funcnn import random
+from funcnn import plan, random
 from funcnn.errors import ShapeError, StructureError
 from funcnn.layers._checks import check_cotangent, check_input
 from funcnn.types import Layer
@@ -63,9 +63,7 @@ def Linear(in_features: int, out_features: int, *, init: str = "he", dtype=np.fl
         return weight, bias, x.astype(weight.dtype, copy=False)
 
     def forward(weight, bias, x):
-        y = x @ weight.T
-        y += bias
-        return y
+        return _forward(x.reshape(-1, in_features), weight, bias).reshape(*x.shape[:-1], out_features)
 
     def apply(params, x):
         return forward(*unpack(params, x))
@@ -77,12 +75,72 @@ def Linear(in_features: int, out_features: int, *, init: str = "he", dtype=np.fl
         def pullback(dy):
             dy = check_cotangent(dy, y.shape, name).astype(weight.dtype, copy=False)
             dy2 = dy.reshape(-1, out_features)
-            dweight = dy2.T @ x.reshape(-1, in_features)
-            return {"weight": dweight, "bias": dy2.sum(axis=0)}, dy @ weight
+            dweight, dbias, dx = _backward(dy2, x.reshape(-1, in_features), weight, True)
+            return {"weight": dweight, "bias": dbias}, dx.reshape(x.shape)
 
         return y, pullback
 
+    vjp.plan = _plan(weight_shape)  # the same math, fused into a model's plan
     return Layer(init_params, apply, vjp, name=name)
+
+
+# The math, on 2-D arrays. The plan below writes the same calls out. np.dot, not @: the
+# same BLAS calls with less overhead on small matrices.
+
+
+def _forward(x, weight, bias):
+    """``y = x @ weight.T + bias``."""
+    y = np.dot(x, weight.T)
+    y += bias
+    return y
+
+
+def _backward(dy, x, weight, need_dx: bool, dweight=None, dbias=None):
+    """``dweight = dy.T @ x``, ``dbias = sum over rows of dy``, ``dx = dy @ weight``
+    (None unless ``need_dx``), written into ``dweight``/``dbias`` when given."""
+    dweight = np.dot(dy.T, x, dweight)
+    dbias = np.add.reduce(dy, 0, None, dbias)  # dy.sum(axis=0): rows added in order, as the seed
+    return dweight, dbias, np.dot(dy, weight) if need_dx else None
+
+
+def _plan(weight_shape: tuple[int, int]):
+    """The Linear of a fused plan (see :mod:`funcnn.plan`): the lines of ``_forward`` and
+    ``_backward``, written out. Params must be {'weight', 'bias'}, in this order."""
+
+    def builder(code: plan.Emitter, node, x: str, need_dx: bool):
+        if not isinstance(node, dict) or tuple(node) != ("weight", "bias"):
+            raise plan.Unsupported("Linear params must be {'weight', 'bias'} in this order")
+        wi, bi = node["weight"], node["bias"]
+        if not (isinstance(wi, int) and isinstance(bi, int)):
+            raise plan.Unsupported("Linear params must be arrays")
+        code.expect(wi, weight_shape)
+        code.expect(bi, weight_shape[:1])
+        dtype = code.layout.dtype  # of weight, bias, y, the grads and dx
+        w, y = code.var("w"), code.var("y")
+        code.forward.append(f"{w} = L[{wi}]")
+        xc = code.cast(x, w, dtype)  # x.astype(weight.dtype, copy=False)
+        if xc != x:
+            xc, cast = code.var("x"), xc
+            code.forward.append(f"{xc} = {cast}")
+        code.forward += [f"{y} = dot({xc}, {w}.T)", f"{y} += L[{bi}]"]
+        code.dtypes[y] = dtype
+
+        def back(dy: str):
+            d = code.cast(dy, w, dtype)  # dy.astype(weight.dtype, copy=False)
+            if d != dy:
+                d, cast = code.var("d"), d
+                code.backward.append(f"{d} = {cast}")
+            code.backward += [f"dot({d}.T, {xc}, G[{wi}])", f"add_reduce({d}, 0, None, G[{bi}])"]
+            if not need_dx:
+                return None
+            dx = code.var("d")
+            code.backward.append(f"{dx} = dot({d}, {w})")
+            code.dtypes[dx] = dtype
+            return dx
+
+        return y, back
+
+    return builder
 
 
 def _check_features(n, arg: str) -> None:

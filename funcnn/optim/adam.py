@@ -10,18 +10,19 @@ from funcnn.optim.base import (
     Optimizer,
     Schedule,
     State,
+    apply_rule,
     as_schedule,
     check_decay_rate,
     check_mask_arg,
     check_nonnegative,
     check_params,
     check_positive,
-    check_update,
+    dtype_constants,
     init_state,
-    l2,
-    leafwise,
     lr_at,
     next_state,
+    prepare_update,
+    with_decay,
 )
 from funcnn.optim.masks import decay_rates
 from funcnn.types import Params
@@ -130,26 +131,37 @@ def _adam(where, lr, b1, b2, eps, weight_decay, weight_decay_mask, *, decoupled)
         check_params(where, params)
         return init_state(schedule, mu=tree.zeros_like(params), nu=tree.zeros_like(params))
 
+    memo: list = [None]  # the last params layout seen (see prepare_update)
+    constants = dtype_constants(b1, 1.0 - b1, b2, 1.0 - b2, eps)
+
     def update(grads: Params, state: State, params: Params) -> tuple[Params, State]:
-        step = check_update(where, grads, state, params, ("mu", "nu"))
+        prepared = prepare_update(where, grads, state, params, ("mu", "nu"), memo)
+        step = prepared.step
         eta, t = lr_at(schedule, step), step + 1
         correction1, correction2 = 1.0 - b1**t, 1.0 - b2**t
-        decay = decay_rates(weight_decay, weight_decay_mask, params)
 
-        def leaf(p, g, mu, nu, wd):
-            if decoupled:
-                p = p * (1.0 - eta * wd) if wd else p
-            else:
-                g = l2(g, p, wd)
-            mu = b1 * mu + (1.0 - b1) * g
-            nu = b2 * nu + (1.0 - b2) * (g * g)
-            denom = np.sqrt(nu / correction2)
-            denom += eps
-            return p - eta * (mu / correction1) / denom, mu, nu
+        def kernel(decay, p, g, mu, nu, p_out, mu_out, nu_out):
+            s, u = np.empty(p.shape, p.dtype), np.empty(p.shape, p.dtype)
+            beta1, rest1, beta2, rest2, epsilon = constants(p.dtype)
+            if not decoupled:
+                g = with_decay(g, p, decay, u)  # g + wd * p
+            np.multiply(mu, beta1, mu_out)  # mu = b1 * mu + (1 - b1) * g
+            np.add(mu_out, np.multiply(g, rest1, s), mu_out)
+            np.multiply(g, g, s)  # nu = b2 * nu + (1 - b2) * (g * g)
+            np.multiply(s, rest2, s)
+            np.add(np.multiply(nu, beta2, nu_out), s, nu_out)
+            np.sqrt(np.divide(nu_out, correction2, s), s)  # sqrt(nu / c2) + eps
+            np.add(s, epsilon, s)
+            np.divide(mu_out, correction1, u)  # eta * (mu / c1) / denom
+            np.multiply(u, eta, u)
+            np.divide(u, s, u)
+            if decoupled:  # p * (1 - eta * wd)
+                p = with_decay(None, p, decay, p_out, factor=lambda wd: 1.0 - eta * wd)
+            np.subtract(p, u, p_out)
 
-        new_params, mu, nu = leafwise(
-            leaf, params, grads, state["mu"], state["nu"], decay, outputs=3
-        )
+        decay = weight_decay if weight_decay_mask is None else decay_rates(
+            weight_decay, weight_decay_mask, params)
+        new_params, (mu, nu) = apply_rule(kernel, prepared, params, decay)
         return new_params, next_state(schedule, step, mu=mu, nu=nu)
 
     return Optimizer(init, update)

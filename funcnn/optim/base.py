@@ -23,6 +23,7 @@ import numpy as np
 
 from funcnn import tree
 from funcnn.errors import StructureError
+from funcnn.flat import PARALLEL_MIN, Layout, layout_of, run_elementwise
 from funcnn.types import Params
 
 State = dict[str, Any]
@@ -112,6 +113,8 @@ def as_schedule(where: str, lr: Any) -> Schedule:
 def lr_at(schedule: Schedule, step: int) -> float:
     """``schedule(step)`` as a Python float, checked to be finite and >= 0."""
     value = schedule(step)
+    if type(value) is float and 0.0 <= value < math.inf:  # the common case, quickly
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"the lr schedule returned {value!r} ({type(value).__name__}) at step {step}; "
@@ -163,6 +166,170 @@ def leafwise(f: Callable[..., tuple], params: Params, *others: Params, outputs: 
 def l2(g: np.ndarray, p: np.ndarray, wd: float) -> np.ndarray:
     """The gradient with coupled weight decay, ``g + wd * p`` (``g`` itself if wd is 0)."""
     return g + wd * p if wd else g
+
+
+# --- flat updates ------------------------------------------------------------------
+# Every optimizer writes its rule once, as an element-wise kernel on 1-D arrays (see
+# apply_rule). prepare_update checks the arguments and, when all leaves share one
+# dtype, apply_rule runs the kernel on whole flat buffers: one ufunc call per step of
+# the rule for the whole tree. The params and state it returns are views into one fresh
+# buffer each, which the next update recognizes (no copy). Other trees (mixed dtypes,
+# no leaves) run the same kernel leaf by leaf.
+
+Decay = tuple[tuple[int, int, float], ...]
+"""``((lo, hi, weight_decay), ...)``: element ranges of a flat buffer that decay."""
+
+
+class Prepared(NamedTuple):
+    """The checked arguments of one update.
+
+    With a ``layout``, ``params``, ``grads`` and ``entries`` are flat 1-D buffers
+    (read only: they may be the caller's memory); without one they are the trees.
+    """
+
+    step: int
+    layout: Layout | None
+    params: Any
+    grads: Any
+    entries: tuple
+
+
+def prepare_update(where: str, grads: Any, state: Any, params: Any, entries: tuple[str, ...],
+                   memo: list) -> Prepared:
+    """Check the arguments of ``update`` (as :func:`check_update`) and flatten them.
+
+    ``memo`` is the optimizer's one-item list holding the last layout it saw. When
+    params, grads and the state match it exactly, the checks are a few comparisons;
+    otherwise :func:`check_update` runs and raises its usual messages.
+    """
+    layout = memo[0]
+    if layout is not None and type(state) is dict and len(state) == 2 + len(entries):
+        # the fast path: exactly the last layout everywhere (see Layout.match)
+        step, flat = state.get("step"), layout.flat
+        p, g = flat(params), flat(grads, False)
+        found = []
+        for name in entries:
+            found.append(flat(state.get(name), False))
+            if found[-1] is None:
+                break
+        else:
+            if (p is not None and g is not None and type(step) is np.ndarray and step.shape == ()
+                    and step.dtype.kind in "iu" and "lr" in state and int(step) >= 0):
+                return Prepared(int(step), layout, p, g, tuple(found))
+    step = check_update(where, grads, state, params, entries)
+    layout = layout_of(params)
+    if layout is None:
+        return Prepared(step, None, params, grads, tuple(state[name] for name in entries))
+    memo[0] = layout
+    flat = [layout.gather(layout.leaves(t)) for t in (params, grads, *(state[n] for n in entries))]
+    return Prepared(step, layout, flat[0], flat[1], tuple(flat[2:]))
+
+
+def apply_rule(kernel: Callable[..., None], prepared: Prepared, params: Params,
+               decay: float | Params = 0.0) -> tuple[Params, tuple[Params, ...]]:
+    """Run an optimizer's element-wise rule over the whole tree.
+
+    ``kernel(decay, p, g, *entries, p_out, *entries_out)`` computes one chunk of 1-D
+    arrays into the ``_out`` arrays; ``decay`` is its :data:`Decay` ranges, relative to
+    the chunk. ``decay`` here is one weight decay for every leaf or a tree of per-leaf
+    rates (see :func:`funcnn.optim.masks.decay_rates`). Returns the new params and the
+    new entries, as trees shaped like ``params``.
+    """
+    layout = prepared.layout
+    if layout is not None:
+        if isinstance(decay, dict):
+            ranges = _decay_ranges(layout, decay)
+        else:
+            ranges = ((0, layout.size, decay),) if decay else ()
+        outs = elementwise(kernel, ranges, (prepared.params, prepared.grads, *prepared.entries))
+        new_params, *entries = map(layout.views, outs)
+        return new_params, tuple(entries)
+    rates = decay if isinstance(decay, dict) else tree.map(lambda p: decay, params)
+
+    def leaf(p, g, *rest):
+        *entries, wd = rest
+        inputs = tuple(np.ravel(a) for a in (p, g, *entries))
+        return tuple(out.reshape(p.shape) for out in elementwise(
+            kernel, ((0, p.size, wd),) if wd else (), inputs))
+
+    trees = leafwise(leaf, params, prepared.grads, *prepared.entries, rates,
+                     outputs=1 + len(prepared.entries))
+    return trees[0], trees[1:]
+
+
+def _decay_ranges(layout: Layout, decay: Params) -> Decay:
+    """Per-leaf rates as ranges of the flat buffer (neighbours with one rate merged)."""
+    ranges: list = []
+    for wd, lo, hi in zip(layout.by_path(decay), layout.offsets, layout.offsets[1:]):
+        if not wd or lo == hi:
+            continue
+        if ranges and ranges[-1][1] == lo and ranges[-1][2] == wd:
+            ranges[-1] = (ranges[-1][0], hi, wd)
+        else:
+            ranges.append((lo, hi, wd))
+    return tuple(ranges)
+
+
+def elementwise(kernel: Callable[..., None], decay: Decay, inputs: tuple) -> tuple:
+    """The outputs of ``kernel`` (one per input but the grads: new params and entries),
+    fresh 1-D arrays computed from the 1-D ``inputs``. Big buffers go in cache-sized
+    blocks over two threads (see :func:`funcnn.flat.run_elementwise`); the kernel is
+    element-wise, so any cut gives the same bits."""
+    first = inputs[0]
+    n, dtype = first.size, first.dtype
+    outs = tuple(map(np.empty, [n] * (len(inputs) - 1), [dtype] * (len(inputs) - 1)))
+    if n < PARALLEL_MIN:
+        kernel(decay, *inputs, *outs)
+        return outs
+
+    def chunk(lo: int, hi: int) -> None:
+        parts = tuple((max(a, lo) - lo, min(b, hi) - lo, wd) for a, b, wd in decay if a < hi and b > lo)
+        kernel(parts, *(a[lo:hi] for a in inputs), *(o[lo:hi] for o in outs))
+
+    run_elementwise(chunk, n)
+    return outs
+
+
+def dtype_constants(*values: float) -> Callable[[np.dtype], tuple]:
+    """``constants(dtype)``: ``values`` as 0-d arrays of ``dtype``, made once per dtype.
+
+    The same numbers a ufunc makes of Python floats (rounded to the array's dtype), as
+    cheaper operands: a kernel on small buffers is mostly per-call overhead.
+    """
+    made: dict = {}
+
+    def constants(dtype: np.dtype) -> tuple:
+        found = made.get(dtype)
+        if found is None:
+            arrays = tuple(np.array(v, dtype) for v in values)
+            for a in arrays:
+                a.setflags(write=False)
+            found = made.setdefault(dtype, arrays)
+        return found
+
+    return constants
+
+
+def with_decay(g: np.ndarray, p: np.ndarray, decay: Decay, out: np.ndarray,
+               factor: Callable[[float], float] | None = None) -> np.ndarray:
+    """``g + wd * p`` (as :func:`l2`) where the chunk's ``decay`` ranges say, ``g``
+    elsewhere; or, given ``factor``, ``p * factor(wd)`` there and ``p`` elsewhere.
+    Returns ``g`` (or ``p``) itself when nothing decays, else ``out``."""
+    src = g if factor is None else p
+    if not decay:
+        return src
+    if len(decay) == 1 and decay[0][0] == 0 and decay[0][1] == src.shape[0]:  # all of it
+        wd = decay[0][2]
+        if factor is None:
+            return np.add(g, np.multiply(p, wd, out), out)
+        return np.multiply(p, factor(wd), out)
+    np.copyto(out, src)
+    for a, b, wd in decay:
+        if factor is None:
+            np.add(g[a:b], np.multiply(p[a:b], wd, out[a:b]), out[a:b])
+        else:
+            np.multiply(p[a:b], factor(wd), out[a:b])
+    return out
 
 
 # --- checks at every update --------------------------------------------------------

@@ -9,15 +9,15 @@ from funcnn.optim.base import (
     Optimizer,
     Schedule,
     State,
+    apply_rule,
     as_schedule,
     check_decay_rate,
     check_params,
     check_positive,
-    check_update,
     init_state,
-    leafwise,
     lr_at,
     next_state,
+    prepare_update,
 )
 from funcnn.types import Params
 
@@ -62,17 +62,23 @@ def rmsprop(lr: float | Schedule, beta: float = 0.9, eps: float = 1e-8) -> Optim
         check_params("rmsprop", params)
         return init_state(schedule, nu=tree.zeros_like(params))
 
+    memo: list = [None]  # the last params layout seen (see prepare_update)
+
     def update(grads: Params, state: State, params: Params) -> tuple[Params, State]:
-        step = check_update("rmsprop", grads, state, params, ("nu",))
+        prepared = prepare_update("rmsprop", grads, state, params, ("nu",), memo)
+        step = prepared.step
         eta, correction = lr_at(schedule, step), 1.0 - beta ** (step + 1)
 
-        def leaf(p, g, nu):
-            nu = beta * nu + (1.0 - beta) * (g * g)
-            denom = np.sqrt(nu / correction)
-            denom += eps
-            return p - eta * g / denom, nu
+        def kernel(decay, p, g, nu, p_out, nu_out):
+            s = np.empty(p.shape, p.dtype)
+            np.multiply(np.multiply(g, g, s), 1.0 - beta, s)  # (1 - beta) * (g * g)
+            np.add(np.multiply(nu, beta, nu_out), s, nu_out)  # nu = beta * nu + ...
+            np.sqrt(np.divide(nu_out, correction, s), s)  # sqrt(nu / c) + eps
+            np.add(s, eps, s)
+            np.divide(np.multiply(g, eta, p_out), s, p_out)  # p - eta * g / denom
+            np.subtract(p, p_out, p_out)
 
-        new_params, nu = leafwise(leaf, params, grads, state["nu"], outputs=2)
+        new_params, (nu,) = apply_rule(kernel, prepared, params)
         return new_params, next_state(schedule, step, nu=nu)
 
     return Optimizer(init, update)

@@ -10,16 +10,16 @@ from funcnn.optim.base import (
     Optimizer,
     Schedule,
     State,
+    apply_rule,
     as_schedule,
     check_mask_arg,
     check_nonnegative,
     check_params,
-    check_update,
     init_state,
-    l2,
-    leafwise,
     lr_at,
     next_state,
+    prepare_update,
+    with_decay,
 )
 from funcnn.optim.masks import decay_rates
 from funcnn.types import Params
@@ -83,23 +83,29 @@ def sgd(
         buffers = {"momentum": tree.zeros_like(params)} if momentum else {}
         return init_state(schedule, **buffers)
 
+    memo: list = [None]  # the last params layout seen (see prepare_update)
+
     def update(grads: Params, state: State, params: Params) -> tuple[Params, State]:
-        step = check_update("sgd", grads, state, params, entries)
-        eta = lr_at(schedule, step)
-        decay = decay_rates(weight_decay, weight_decay_mask, params)
+        prepared = prepare_update("sgd", grads, state, params, entries, memo)
+        eta = lr_at(schedule, prepared.step)
 
-        def plain(p, g, wd):
-            return (p - eta * l2(g, p, wd),)
+        def plain(decay, p, g, p_out):
+            g = with_decay(g, p, decay, p_out)  # g + wd * p
+            np.subtract(p, np.multiply(g, eta, p_out), p_out)  # p - eta * g
 
-        def heavy_ball(p, g, b, wd):
-            g = l2(g, p, wd)
-            b = momentum * b + g
-            return p - eta * (g + momentum * b if nesterov else b), b
+        def heavy_ball(decay, p, g, b, p_out, b_out):
+            s = np.empty(p.shape, p.dtype)
+            g = with_decay(g, p, decay, s)  # g + wd * p
+            np.add(np.multiply(b, momentum, b_out), g, b_out)  # b = mu * b + g
+            if nesterov:  # d = g + mu * b
+                d = np.add(g, np.multiply(b_out, momentum, p_out), p_out)
+            else:
+                d = b_out
+            np.subtract(p, np.multiply(d, eta, p_out), p_out)  # p - eta * d
 
-        if not momentum:
-            (new_params,) = leafwise(plain, params, grads, decay, outputs=1)
-            return new_params, next_state(schedule, step)
-        new_params, buf = leafwise(heavy_ball, params, grads, state["momentum"], decay, outputs=2)
-        return new_params, next_state(schedule, step, momentum=buf)
+        decay = weight_decay if weight_decay_mask is None else decay_rates(
+            weight_decay, weight_decay_mask, params)
+        new_params, buffers = apply_rule(heavy_ball if momentum else plain, prepared, params, decay)
+        return new_params, next_state(schedule, prepared.step, **dict(zip(entries, buffers)))
 
     return Optimizer(init, update)
