@@ -9,7 +9,19 @@ and gradients are exact::
     loss, grads = fn.value_and_grad(model, fn.losses.mse)(params, x, y)
 """
 
-from funcnn import data, datasets, debug, errors, interop, layers, losses, optim, random, train, tree
+from funcnn import (
+    data,
+    datasets,
+    debug,
+    errors,
+    interop,
+    layers,
+    losses,
+    optim,
+    random,
+    train,
+    tree,
+)
 from funcnn.checkpoint import load, save
 from funcnn.combinators import residual, serial
 from funcnn.grad import grad, value_and_grad
@@ -22,8 +34,8 @@ from funcnn.layers import (
     LogSoftmax,
     ReLU,
     ResNetBlock,
-    SiLU,
     Sigmoid,
+    SiLU,
     Softmax,
     Softplus,
     Tanh,
@@ -33,3 +45,11 @@ from funcnn.train import FitResult, fit
 from funcnn.types import Key, Layer, Params, Pullback
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "ELU", "GELU", "FitResult", "Identity", "Key", "Layer", "LeakyReLU", "Linear",
+    "LogSoftmax", "Params", "Pullback", "ReLU", "ResNetBlock", "SiLU", "Sigmoid", "Softmax",
+    "Softplus", "Tanh", "data", "datasets", "debug", "errors", "fit", "grad", "interop",
+    "layers", "load", "losses", "optim", "random", "residual", "save", "serial", "summary",
+    "train", "tree", "value_and_grad",
+]

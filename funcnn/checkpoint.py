@@ -344,7 +344,7 @@ def load(path: PathLike, like: dict | None = None) -> dict:
     path = _as_path(path, "load")
     expected = None if like is None else _specs_of(like)
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
+        f = open(path, "rb")
     except OSError as e:
         raise CheckpointError(f"load: cannot open checkpoint {path!r}: {e.strerror or e}") from e
     with f, _corrupt_unless_ours(path):

@@ -6,7 +6,7 @@ A model is itself a :class:`funcnn.Layer`, so combinators nest freely.
 from __future__ import annotations
 
 from funcnn import plan, random
-from funcnn.errors import InputTypeError, LayerError, ShapeError, StructureError
+from funcnn.errors import InputTypeError, LayerError, ParamsError, ShapeError
 from funcnn.layers._checks import check_input
 from funcnn.types import Layer
 
@@ -160,7 +160,11 @@ def _check_params(params, known: frozenset) -> None:
             raise InputTypeError(f"params must be a dict, got {type(params).__name__}", layer="serial")
     if not params.keys() <= known:
         unexpected = sorted(set(params) - known)
-        raise StructureError(
-            f"serial: unexpected params keys {unexpected} (this serial has children "
-            f"{sorted(known, key=int)}); were these params made by this model's init?"
+        hint = "were these params made by this model's init?"
+        if any("." in str(k) for k in unexpected):
+            hint = "keys contain '.': these look like flattened params; pass fn.tree.unflatten(params)"
+        raise ParamsError(
+            f"unexpected params keys {unexpected} (this serial has children "
+            f"{sorted(known, key=int)}); {hint}",
+            layer="serial",
         )

@@ -34,7 +34,7 @@ class LayerError(FuncnnError):
     def __reduce__(self):
         return _rebuild_layer_error, (type(self), self.detail, self.layer, self.where)
 
-    def within(self, step: str) -> "LayerError":
+    def within(self, step: str) -> LayerError:
         """The same error, seen from one level further out (``step`` prepended)."""
         return type(self)(self.detail, layer=self.layer, where=(step, *self.where))
 

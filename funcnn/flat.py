@@ -215,7 +215,7 @@ def _generate_match(nested: dict, shapes: tuple, dtype, ordered: bool) -> Callab
     lines = _match_source(nested, shapes, ordered, leaves=True).splitlines()
     lines += ["  except KeyError:", "    return None"]
     scope = {"D": dict, "A": np.ndarray, "DT": dtype}
-    exec("\n".join(lines), scope)  # noqa: S102 - generated from a layout's validated keys
+    exec("\n".join(lines), scope)
     return scope["match"]
 
 
@@ -266,7 +266,7 @@ def _generate_known(nested: dict, ordered: bool, result: str, layout: Layout) ->
         lines += [f"  leaves = ({names})", "  flat = known(leaves)",
                   f"  return {'flat' if result == 'flat' else 'None if flat is None else leaves'}"]
     scope = {"D": dict, "live": layout._live, "known": layout.known}
-    exec("\n".join(lines), scope)  # noqa: S102 - generated from a layout's validated keys
+    exec("\n".join(lines), scope)
     return scope["match"]
 
 
@@ -291,14 +291,14 @@ def _generate_views(nested: dict, shapes: tuple, offsets: tuple, layout: Layout,
     lines.append(f"    return {literal(nested)}" + (f", {leaves}" if with_leaves else ""))
     scope = {"live": layout._live, "remember": layout._remember, "RECENT": _RECENT,
              "forget": lambda: layout._forget(lambda entry: True)}
-    exec("\n".join(lines), scope)  # noqa: S102 - generated from a layout's validated keys
+    exec("\n".join(lines), scope)
     return scope["views"]
 
 
 def _generate_get(keys: tuple) -> Callable:
     body = "".join("t" + "".join(f"[{k!r}]" for k in path) + ", " for path in keys)
     scope: dict = {}
-    exec(f"def get(t):\n    return ({body})", scope)  # noqa: S102 - validated keys
+    exec(f"def get(t):\n    return ({body})", scope)
     return scope["get"]
 
 

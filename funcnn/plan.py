@@ -10,7 +10,10 @@ straight-line code, with the grads written straight into views of one flat buffe
 - it is built once per params layout, from the model's structure and the layout, and
   only when every layer is a built-in one and the layout is one the generic path
   accepts (the builders check the same keys, shapes and dtypes it does);
-- at each call the only checks left are ``layout.match(params)`` and a few on ``x``;
+- at each call the only checks left are ``layout.match(params)`` (or, for the views an
+  optimizer returned, their identity) and a few on ``x``; a plan is made for one dtype
+  of ``x``, so the casts the layers make (``astype(..., copy=False)``) are left out
+  where the dtypes are known to match already;
 - anything unusual (a failed check, an exception inside the plan, a user-defined
   layer) goes to the generic path, which raises the usual error or gives the result.
   Plans are pure, so running the generic path after a failed attempt is safe.
@@ -20,7 +23,7 @@ The generated pair, for params leaves ``L``, grads views ``G`` and the input ``x
     forward(L, x) -> (y, saved)
     backward(saved, dy, G) -> dx      # None unless the plan was built with need_dx
 
-``Compiled.source(params)`` shows it. Layer factories attach a builder to their
+``Compiled(model).source(params, x)`` shows it. Layer factories attach a builder to their
 ``vjp`` function as ``vjp.plan``: ``builder(code, node, x, need_dx) -> (y, back)``
 emits the layer's forward lines into ``code`` (an :class:`Emitter`) reading the
 variable named ``x`` and returns the variable holding ``y``; ``back(dy)`` emits its
@@ -248,7 +251,7 @@ def compile_for(layer, layout: Layout, need_dx: bool, x_dtype) -> Plan | None:
     lines += [*(f"    {line}" for line in code.backward), f"    return {dx}"]
     source = "\n".join(lines)
     scope = dict(code.scope)
-    exec(source, scope)  # noqa: S102 - generated from the model's own structure
+    exec(source, scope)
     return Plan(scope["forward"], scope["backward"], source)
 
 
@@ -314,7 +317,7 @@ def vjp(compiled: Compiled, params, x, generic: Callable) -> tuple:
     leaves, layout, plan = found
     try:
         y, saved = plan.forward(leaves, x)
-    except Exception:  # noqa: BLE001 - the generic path raises the right error
+    except Exception:
         return generic(params, x)
 
     def pullback(dy):
@@ -322,7 +325,7 @@ def vjp(compiled: Compiled, params, x, generic: Callable) -> tuple:
             grads, views = layout.views_and_leaves(np.empty(layout.size, layout.dtype))
             try:
                 return grads, plan.backward(saved, dy, views)
-            except Exception:  # noqa: BLE001, S110 - the generic path raises the right error
+            except Exception:
                 pass
         return generic(params, x)[1](dy)
 
@@ -338,7 +341,7 @@ def value_and_grad(compiled: Compiled, params, x, y, loss_value_and_grad: Callab
     leaves, layout, plan = found
     try:
         pred, saved = plan.forward(leaves, x)
-    except Exception:  # noqa: BLE001 - the generic path raises the right error
+    except Exception:
         return None
     value, dpred = loss_value_and_grad(pred, y)
     if type(dpred) is np.ndarray and dpred.dtype == pred.dtype and dpred.shape == pred.shape:
@@ -346,6 +349,6 @@ def value_and_grad(compiled: Compiled, params, x, y, loss_value_and_grad: Callab
         try:
             plan.backward(saved, dpred, views)
             return value, grads
-        except Exception:  # noqa: BLE001, S110 - the generic pullback raises the right error
+        except Exception:
             pass
     return value, generic(params, x)[1](dpred)[0]

@@ -35,7 +35,7 @@ import numpy as np
 from funcnn import data, random, tree
 from funcnn.checkpoint import load, save
 from funcnn.errors import CheckpointError, NonFiniteLossError, StructureError
-from funcnn.grad import loss_gradient_rule
+from funcnn.grad import loss_gradient_rule, value_and_grad
 from funcnn.progress import Progress
 from funcnn.types import Layer, Params
 
@@ -146,7 +146,7 @@ def fit(
         NonFiniteLossError: a training or validation loss was NaN or Inf; names the
             epoch and batch; ``error.result`` holds the last finite state and best-k.
     """
-    loss_and_grad = loss_gradient_rule(loss)
+    loss_gradient_rule(loss)  # rejects a loss without a gradient rule before any work
     _check_fit_args(model, optimizer, epochs, batch_size, keep_best, patience, min_delta)
     x, y = _pair(train, "train")
     if val is not None:
@@ -179,7 +179,7 @@ def fit(
         if folder is not None:
             _save_run(folder, run, key, batch_size, len(x))
 
-    step = _make_step(model, loss_and_grad)
+    step = value_and_grad(model, loss)  # compiled plan for built-in layers
     epoch, started = run.epoch, time.perf_counter()
     try:
         for epoch in range(run.epoch, epochs):
@@ -236,15 +236,6 @@ def fit(
         error.result = snapshot("non_finite_loss")
         raise
     return snapshot(None)
-
-
-def _make_step(model: Layer, loss_and_grad):
-    def step(params, xb, yb):
-        pred, pullback = model.vjp(params, xb)
-        value, dpred = loss_and_grad(pred, yb)
-        return value, pullback(dpred)[0]
-
-    return step
 
 
 def _keep_best(best: tuple[BestModel, ...], candidate: BestModel, k: int) -> tuple[BestModel, ...]:

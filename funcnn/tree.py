@@ -29,7 +29,7 @@ Tree = Any
 # --- structure -------------------------------------------------------------------
 
 
-def map(f: Callable[..., Any], tree: Tree, *rest: Tree) -> Tree:  # noqa: A001
+def map(f: Callable[..., Any], tree: Tree, *rest: Tree) -> Tree:
     """Apply ``f`` leaf-wise: ``f(leaf, *matching_leaves_of_rest)``, same structure.
 
     Every tree in ``rest`` must have the same key paths as ``tree``; otherwise a
@@ -241,7 +241,8 @@ def equal(a: Tree, b: Tree) -> bool:
     if _first_difference(a, b, "") is not None:
         return False
     return all(
-        np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(x, y, equal_nan=True)
+        np.asarray(x).dtype == np.asarray(y).dtype
+        and np.array_equal(x, y, equal_nan=np.asarray(x).dtype.kind in "fc")
         for x, y in zip(leaves(a), leaves(map(_pair, a, b)))
     )
 

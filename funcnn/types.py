@@ -48,9 +48,9 @@ class Layer(NamedTuple):
     apply: Callable[[Params, np.ndarray], np.ndarray]
     vjp: Callable[[Params, np.ndarray], tuple[np.ndarray, Pullback]]
     name: str = "Layer"
-    children: tuple["Layer", ...] = ()
+    children: tuple[Layer, ...] = ()
     child_keys: tuple[str | None, ...] = ()
-    rebuild: Callable[[tuple["Layer", ...]], "Layer"] | None = None
+    rebuild: Callable[[tuple[Layer, ...]], Layer] | None = None
 
     def __repr__(self) -> str:
         return "\n".join(self._lines())

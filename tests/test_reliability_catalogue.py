@@ -216,10 +216,7 @@ def model_rows() -> list[Row]:
                 StructureError, ("Linear(2 -> 4): expected weight (4, 2) and bias (4,), got weight (4, 3)",
                                  "were these params made by this model's init?")),
             Row(fname, "params from another model: index path named", lambda t, f=f: f(
-                OTHER.init(0), X), StructureError, (LINEAR0 + ": expected weight (4, 2)",),
-                pending="needs the params check in funcnn/layers/linear.py (_weight_and_bias) to "
-                        "raise funcnn.errors.ParamsError(detail, layer=name) so serial prepends "
-                        "'serial[0]'"),
+                OTHER.init(0), X), StructureError, (LINEAR0 + ": expected weight (4, 2)",)),
             Row(fname, "params of a longer model (extra key)", lambda t, f=f: f(
                 {**PARAMS, "9": {}}, X), StructureError,
                 ("serial: unexpected params keys ['9']", "were these params made by this model's init?")),
@@ -235,16 +232,10 @@ def model_rows() -> list[Row]:
                 fn.tree.flatten(PARAMS), X), StructureError,
                 ("unexpected params keys ['0.bias', '0.weight'",)),
             Row(fname, "flattened params: hint to unflatten", lambda t, f=f: f(
-                fn.tree.flatten(PARAMS), X), StructureError, ("fn.tree.unflatten",),
-                pending="needs serial's params check in funcnn/combinators.py (_check_params) to "
-                        "add 'keys contain \".\": these look like flattened params; pass "
-                        "fn.tree.unflatten(params)'"),
+                fn.tree.flatten(PARAMS), X), StructureError, ("fn.tree.unflatten",)),
             Row(fname, "int params (silently truncates x)", lambda t, f=f: f(
                 params_with("0.weight", np.ones((4, 2), np.int64)), X), StructureError,
-                (LINEAR0, "weight", "int64"),
-                pending="needs funcnn/layers/linear.py (_weight_and_bias) to reject non-floating "
-                        "weight/bias dtypes with ParamsError naming the leaf and dtype (today x is "
-                        "cast to int64 and the output is silently truncated)"),
+                (LINEAR0, "weight", "int64")),
             Row(fname, "unknown keyword argument", lambda t, f=f: f(PARAMS, X, training=True),
                 TypeError, ("unexpected keyword argument 'training'",)),
         ]
@@ -606,9 +597,7 @@ def save_rows() -> list[Row]:
         round_trip({"s": np.array(["ab", "c"]), "z": np.ones(2, complex), "b": np.ones(2, bool)})
         ._replace(bad_input="string, complex and bool arrays"),
         Row("tree.equal", "string leaves (e.g. a loaded checkpoint)", lambda t: fn.tree.equal(
-            {"s": np.array(["a"])}, {"s": np.array(["a"])}), Ok("accepted: True", lambda r: r is True),
-            pending="needs funcnn/tree.py equal() to pass equal_nan=True only for float/complex "
-                    "leaves (np.isnan raises TypeError on str/bytes/datetime arrays)"),
+            {"s": np.array(["a"])}, {"s": np.array(["a"])}), Ok("accepted: True", lambda r: r is True)),
     ]
 
 

@@ -56,7 +56,7 @@ def test_sigkill_at_random_moments_leaves_the_old_or_the_new_checkpoint(tmp_path
     path = tmp_path / "ckpt"
     fn.save(path, tree(0, LEAVES, SIZE))
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    stderr = open(tmp_path / "stderr", "w+")  # noqa: SIM115 - closed in finally
+    stderr = open(tmp_path / "stderr", "w+")
     spawner = subprocess.Popen(
         [sys.executable, str(HELPER), str(path), str(LEAVES), str(SIZE)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1, env=env,

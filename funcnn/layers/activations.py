@@ -13,8 +13,8 @@ import numpy as np
 
 from funcnn import plan, random
 from funcnn.errors import ShapeError
-from funcnn.numerics import sigmoid
 from funcnn.layers._checks import check_cotangent, check_input, check_no_params
+from funcnn.numerics import sigmoid
 from funcnn.types import Layer
 
 

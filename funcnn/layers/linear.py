@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from funcnn import plan, random
-from funcnn.errors import ShapeError, StructureError
+from funcnn.errors import ParamsError, ShapeError
 from funcnn.layers._checks import check_cotangent, check_input
 from funcnn.types import Layer
 
@@ -153,14 +153,23 @@ def _weight_and_bias(params, name: str, weight_shape: tuple[int, int]):
         weight, bias = params["weight"], params["bias"]
     except (KeyError, TypeError, IndexError):
         got = sorted(params) if isinstance(params, dict) else type(params).__name__
-        raise StructureError(
-            f"{name}: params must be {{'weight', 'bias'}}, got {got}; "
-            "were these params made by this model's init?"
+        raise ParamsError(
+            f"params must be {{'weight', 'bias'}}, got {got}; "
+            "were these params made by this model's init?",
+            layer=name,
         ) from None
     if getattr(weight, "shape", None) != weight_shape or getattr(bias, "shape", None) != weight_shape[:1]:
-        raise StructureError(
-            f"{name}: expected weight {weight_shape} and bias {weight_shape[:1]}, got "
+        raise ParamsError(
+            f"expected weight {weight_shape} and bias {weight_shape[:1]}, got "
             f"weight {getattr(weight, 'shape', type(weight).__name__)} and bias "
-            f"{getattr(bias, 'shape', type(bias).__name__)}; were these params made by this model's init?"
+            f"{getattr(bias, 'shape', type(bias).__name__)}; were these params made by this model's init?",
+            layer=name,
         )
+    for leaf_name, leaf in (("weight", weight), ("bias", bias)):
+        if leaf.dtype.kind != "f":
+            raise ParamsError(
+                f"params {leaf_name!r} must be floating-point, got dtype {leaf.dtype}; "
+                "cast params with fn.tree.astype(params, np.float32)",
+                layer=name,
+            )
     return weight, bias

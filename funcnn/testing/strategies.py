@@ -16,7 +16,18 @@ from hypothesis import strategies as st
 
 from funcnn import random
 from funcnn.combinators import residual, serial
-from funcnn.layers import ELU, GELU, Identity, LeakyReLU, Linear, ReLU, Sigmoid, SiLU, Softplus, Tanh
+from funcnn.layers import (
+    ELU,
+    GELU,
+    Identity,
+    LeakyReLU,
+    Linear,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softplus,
+    Tanh,
+)
 
 ACTIVATION_FACTORIES = (ReLU, Sigmoid, Tanh, Identity, LeakyReLU, ELU, GELU, SiLU, Softplus)
 SMOOTH_ACTIVATION_FACTORIES = (Sigmoid, Tanh, Identity, ELU, GELU, SiLU, Softplus)

@@ -21,7 +21,7 @@ EPOCHS = 8
 
 
 def problem():
-    x = fn.random.uniform(0, (1024, 1), 0.0, 2 * np.pi, np.float32)
+    x = fn.random.uniform(0, (4096, 1), 0.0, 2 * np.pi, np.float32)
     xv = fn.random.uniform(1, (256, 1), 0.0, 2 * np.pi, np.float32)
     return (x, np.sin(x)), (xv, np.sin(xv))
 
