@@ -85,6 +85,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnn import tree as tree_lib
+from funcnn._fs import fsync_directory
 from funcnn.errors import CheckpointError, FuncnnError, StructureError
 
 FORMAT_VERSION = 1
@@ -148,7 +149,7 @@ def save(path: PathLike, tree: dict) -> None:
                 "(any previous file at that path is unchanged)"
             ) from e
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
 def _entries(tree: dict) -> list[tuple[str, np.ndarray]]:
@@ -277,22 +278,6 @@ def _process_is_gone(pid: int) -> bool:
     except (OSError, OverflowError):
         return False  # exists but is not ours, or an absurd pid: leave it alone
     return False
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename durable (best effort; not possible on every OS/filesystem)."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _as_path(path: Any, where: str) -> str:

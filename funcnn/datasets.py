@@ -25,6 +25,7 @@ from urllib import request
 
 import numpy as np
 
+from funcnn._fs import fsync_directory
 from funcnn.errors import DatasetError, DownloadError
 
 AIRFOIL_URL = (
@@ -268,7 +269,7 @@ def _write_atomic(dest: Path, raw: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(dest.parent)
+    fsync_directory(dest.parent)
 
 
 def _fetch(url: str, timeout: float) -> bytes:
@@ -280,17 +281,3 @@ def _fetch(url: str, timeout: float) -> bytes:
             if size > _MAX_DOWNLOAD_BYTES:
                 raise DatasetError(f"the response is larger than {_MAX_DOWNLOAD_BYTES} bytes")
     return b"".join(chunks)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
