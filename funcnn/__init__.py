@@ -19,6 +19,7 @@ from funcnn import (
     losses,
     optim,
     random,
+    testing,
     train,
     tree,
 )
@@ -51,5 +52,5 @@ __all__ = [
     "LogSoftmax", "Params", "Pullback", "ReLU", "ResNetBlock", "SiLU", "Sigmoid", "Softmax",
     "Softplus", "Tanh", "data", "datasets", "debug", "errors", "fit", "grad", "interop",
     "layers", "load", "losses", "optim", "random", "residual", "save", "serial", "summary",
-    "train", "tree", "value_and_grad",
+    "testing", "train", "tree", "value_and_grad",
 ]
