@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from funcnn import losses, plan
+from funcnn import plan
 from funcnn.losses import Loss
 from funcnn.types import Layer, Params
 
@@ -52,8 +52,6 @@ def grad(model: Layer, loss) -> Callable[..., Params]:
 
 def loss_gradient_rule(loss) -> Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]:
     """``(pred, target) -> (value, dpred)`` for a Loss or a keyword ``partial`` of one."""
-    if loss is losses.mse:
-        return _mse_value_and_grad
     if isinstance(loss, Loss):
         return loss.value_and_grad
     if isinstance(loss, functools.partial) and isinstance(loss.func, Loss) and not loss.args:
@@ -62,20 +60,3 @@ def loss_gradient_rule(loss) -> Callable[[np.ndarray, np.ndarray], tuple[float, 
         f"expected a funcnn loss (e.g. fn.losses.mse), got {loss!r}; a plain function has no "
         "gradient rule: wrap f(pred, target) -> (value, dpred) with fn.losses.make_loss"
     )
-
-
-def _mse_value_and_grad(pred, target) -> tuple[float, np.ndarray]:
-    """``fn.losses.mse.value_and_grad``, bit for bit, without its generic wrapper.
-
-    Only the common case (float32 or float64 ``pred``, a real ``target`` of its shape)
-    takes this path; it runs the numpy calls ``mse`` and ``np.mean`` run, in the same
-    order. Anything else goes to the loss itself, which checks and raises.
-    """
-    if (type(pred) is np.ndarray and type(target) is np.ndarray and pred.shape == target.shape
-            and pred.dtype.char in "fd" and target.dtype.kind in "fiub" and pred.size):
-        d = pred - target.astype(pred.dtype, copy=False)
-        total = np.add.reduce(d * d, None)
-        # np.mean: the sum over the count in float64 (exact for both), then pred's dtype
-        mean = total.dtype.type(float(total) / d.size)
-        return float(0.5 * mean), d * (1.0 / d.size)
-    return losses.mse.value_and_grad(pred, target)

@@ -117,6 +117,15 @@ def _check_same_shape_target(target, pred: np.ndarray, name: str) -> np.ndarray:
     return target.astype(pred.dtype, copy=False)
 
 
+def _mean(a: np.ndarray):
+    """``np.mean(a)`` bit for bit (sum in ``a``'s dtype, then the division, which in
+    float64 rounds to the same float32), without ``np.mean``'s generic overhead."""
+    if a.dtype.char not in "fd":
+        return np.mean(a)  # e.g. float16, which np.mean accumulates in float32
+    total = np.add.reduce(a, None)
+    return total.dtype.type(float(total) / a.size)
+
+
 @make_loss
 def mse(pred, target):
     """Mean squared error with the seed's 1/2: ``mean(0.5 * (pred - target)**2)``.
@@ -124,7 +133,7 @@ def mse(pred, target):
     Gradient: ``(pred - target) / pred.size``.
     """
     d = pred - target
-    return 0.5 * np.mean(d * d), d * (1.0 / d.size)
+    return 0.5 * _mean(d * d), d * (1.0 / d.size)
 
 
 @make_loss
@@ -132,7 +141,7 @@ def l1(pred, target):
     """Mean absolute error ``mean(|pred - target|)``; gradient ``sign(pred - target) / size``
     (0 where they are equal)."""
     d = pred - target
-    return np.mean(np.abs(d)), np.sign(d) * (1.0 / d.size)
+    return _mean(np.abs(d)), np.sign(d) * (1.0 / d.size)
 
 
 @make_loss
@@ -149,7 +158,7 @@ def huber(pred, target, delta: float = 1.0):
     d = pred - target
     a = np.abs(d)
     per_element = np.where(a <= delta, 0.5 * d * d, delta * (a - 0.5 * delta))
-    return np.mean(per_element), np.clip(d, -delta, delta) * (1.0 / d.size)
+    return _mean(per_element), np.clip(d, -delta, delta) * (1.0 / d.size)
 
 
 @functools.partial(make_loss, targets="any")
@@ -214,4 +223,4 @@ def sigmoid_binary_cross_entropy(logits, targets):
     """
     x, t = logits, targets
     per_element = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
-    return np.mean(per_element), (sigmoid(x) - t) * (1.0 / x.size)
+    return _mean(per_element), (sigmoid(x) - t) * (1.0 / x.size)

@@ -470,7 +470,7 @@ def file_in(folder, name, data=b""):
 
 
 def fit(t=None, *, model=MODEL, loss=fn.losses.mse, opt=None, params=PARAMS, train=(X, Y), **kwargs):
-    options = dict(epochs=2, batch_size=2, key=0, progress="silent")
+    options = {"epochs": 2, "batch_size": 2, "key": 0, "progress": "silent"}
     options.update(kwargs)
     return fn.fit(model, loss, opt or fn.optim.adam(0.01), params, train, **options)
 

@@ -213,7 +213,7 @@ def test_debug_model_pinpoints_the_layer_when_fit_diverges():
     model = fn.serial(fn.Linear(3, 8), fn.Tanh(), fn.Linear(8, 8), fn.ReLU(), fn.Linear(8, 2))
     x, y = X.astype(np.float32), Y.astype(np.float32)
     args = (fn.losses.mse, fn.optim.sgd(1e30), model.init(0), (x, y))
-    options = dict(epochs=3, batch_size=4, key=0, progress="silent")
+    options = {"epochs": 3, "batch_size": 4, "key": 0, "progress": "silent"}
     with np.errstate(all="ignore"):
         with pytest.raises(NonFiniteLossError, match="at epoch 1, batch 2 of 2"):
             fn.fit(model, *args, **options)

@@ -119,7 +119,7 @@ def small_run(**kwargs):
     x = fn.random.uniform(0, (96, 1), 0.0, 6.0)
     xv = fn.random.uniform(1, (32, 1), 0.0, 6.0)
     model = fn.serial(fn.Linear(1, 8, dtype=np.float64), fn.Tanh(), fn.Linear(8, 1, dtype=np.float64))
-    options = dict(val=(xv, np.sin(xv)), epochs=3, batch_size=16, key=5, progress="silent")
+    options = {"val": (xv, np.sin(xv)), "epochs": 3, "batch_size": 16, "key": 5, "progress": "silent"}
     options.update(kwargs)
     return fn.fit(model, fn.losses.mse, fn.optim.adam(0.01), model.init(2), (x, np.sin(x)), **options)
 

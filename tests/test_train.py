@@ -24,7 +24,7 @@ def run(epochs=6, **kwargs):
     train, val = problem()
     model = mlp()
     opt = kwargs.pop("opt", None) or fn.optim.adam(0.01)
-    options = dict(val=val, epochs=epochs, batch_size=32, key=3, progress="silent")
+    options = {"val": val, "epochs": epochs, "batch_size": 32, "key": 3, "progress": "silent"}
     options.update(kwargs)
     return fn.fit(model, fn.losses.mse, opt, model.init(0), train, **options)
 
@@ -182,14 +182,14 @@ def test_progress_bar_on_a_terminal_and_silent():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(epochs=0), ValueError, "epochs must be a positive int, got 0"),
-        (dict(batch_size=0), ValueError, "batch_size"),
-        (dict(keep_best=0), ValueError, "keep_best must be a positive int"),
-        (dict(patience=-1), ValueError, "patience must be a positive int"),
-        (dict(progress="fancy"), ValueError, "progress must be one of"),
-        (dict(resume=True), ValueError, "resume=True needs checkpoint_dir"),
-        (dict(val=(np.ones((3, 1)), np.ones((2, 1)))), ValueError, "val x and y have different lengths: 3 vs 2"),
-        (dict(opt=object()), TypeError, "optimizer must be an Optimizer"),
+        ({"epochs": 0}, ValueError, "epochs must be a positive int, got 0"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"keep_best": 0}, ValueError, "keep_best must be a positive int"),
+        ({"patience": -1}, ValueError, "patience must be a positive int"),
+        ({"progress": "fancy"}, ValueError, "progress must be one of"),
+        ({"resume": True}, ValueError, "resume=True needs checkpoint_dir"),
+        ({"val": (np.ones((3, 1)), np.ones((2, 1)))}, ValueError, "val x and y have different lengths: 3 vs 2"),
+        ({"opt": object()}, TypeError, "optimizer must be an Optimizer"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
