@@ -96,7 +96,7 @@ def log(msg: str) -> None:
 
 def make_impls(wl, x, y, params0, linears, rivals, *, with_floor: bool, with_seed: bool = True,
                with_scan: bool = True, with_fused: bool = False):
-    impls, notes = [W.funcnn_impl(wl, x, y, params0)], []
+    impls, notes = [W.funcnn_impl(wl, x, y, params0), W.funcnn_impl(wl, x, y, params0, donate=True)], []
     if with_seed:
         impls.append(W.seed_impl(wl, x, y, linears))
     if rivals.get("torch"):
@@ -180,26 +180,29 @@ def measure_memory(cfg):
     model = W.build_funcnn_model(wl.spec, np.float32)
     opt = fn.optim.adam(wl.lr)
     value_and_grad = fn.value_and_grad(model, fn.losses.softmax_cross_entropy)
-    tracemalloc.start()
-    try:
-        xb, yb = x.astype(np.float32), y.astype(np.int64)
-        params = fn.tree.map(np.copy, params0)
-        state = opt.init(params)
-        # One untimed step first: the steady state of a training loop (an optimizer may
-        # lay params and state out differently after its first update).
-        _, grads = value_and_grad(params, xb, yb)
-        params, state = opt.update(grads, state, params)
-        del grads
-        held, _ = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        value, grads = value_and_grad(params, xb, yb)
-        after_grad, peak_grad = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        new_params, new_state = opt.update(grads, state, params)
-        after_update, peak_update = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    del new_params, new_state
+    xb, yb = x.astype(np.float32), y.astype(np.int64)
+    measured = {}
+    for donate in (False, True):
+        tracemalloc.start()
+        try:
+            params = fn.tree.map(np.copy, params0)
+            state = opt.init(params)
+            # One untimed step first: the steady state of a training loop (an optimizer
+            # lays params and state out as one flat buffer each after its first update).
+            _, grads = value_and_grad(params, xb, yb)
+            params, state = opt.update(grads, state, params, donate=donate)
+            del grads
+            held, _ = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            value, grads = value_and_grad(params, xb, yb)
+            after_grad, peak_grad = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            params, state = opt.update(grads, state, params, donate=donate)
+            after_update, peak_update = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        del params, state, grads
+        measured[donate] = held, after_grad, peak_grad, after_update, peak_update
     shapes = W.linear_shapes(wl.spec)
     p_bytes = sum(o * i + o for o, i in shapes) * 4
     b = wl.batch
@@ -208,15 +211,21 @@ def measure_memory(cfg):
     act_bytes = (sum(b * i for o, i in shapes) + b * shapes[-1][0]) * 4
     batch_bytes = xb.nbytes + yb.nbytes
     must = p_bytes * 4 + act_bytes  # params + grads + Adam mu, nu + activations
-    return {
+    out = {
         "params_bytes": p_bytes, "grads_bytes": p_bytes, "opt_state_bytes": 2 * p_bytes,
         "activations_bytes": act_bytes, "batch_bytes": batch_bytes, "must_hold_bytes": must,
-        "held_before_bytes": held, "peak_grad_bytes": peak_grad, "after_grad_bytes": after_grad,
-        "peak_update_bytes": peak_update, "after_update_bytes": after_update,
-        "peak_bytes": max(peak_grad, peak_update),
-        "ratio": max(peak_grad, peak_update) / must,
         "pure_update_floor_bytes": 7 * p_bytes + batch_bytes,
     }
+    for donate, prefix in ((False, ""), (True, "donated_")):
+        held, after_grad, peak_grad, after_update, peak_update = measured[donate]
+        out.update({
+            f"{prefix}held_before_bytes": held, f"{prefix}peak_grad_bytes": peak_grad,
+            f"{prefix}after_grad_bytes": after_grad, f"{prefix}peak_update_bytes": peak_update,
+            f"{prefix}after_update_bytes": after_update,
+            f"{prefix}peak_bytes": max(peak_grad, peak_update),
+            f"{prefix}ratio": max(peak_grad, peak_update) / must,
+        })
+    return out
 
 
 def run_scaling(cfg, rivals, rng):

@@ -259,32 +259,41 @@ def build_funcnn_model(spec, dtype):
     raise ValueError(f"unknown spec {spec!r}")
 
 
-def funcnn_impl(wl: Workload, x, y, params0) -> Impl:
+FUNCNN_DONATED = "funcnn, donated"
+
+
+def funcnn_impl(wl: Workload, x, y, params0, *, donate: bool = False) -> Impl:
+    """funcnn's step: ``fn.train_step`` (value_and_grad, then opt.update).
+
+    ``donate=True`` lets each step write over the params and state it was given (the
+    loop never reuses them); params0 itself is never written: the first update
+    gathers it into fresh buffers, and only those are reused."""
     import funcnn as fn
 
     model = build_funcnn_model(wl.spec, np.float32)
     loss = fn.losses.mse if wl.loss == "mse" else fn.losses.softmax_cross_entropy
     opt = fn.optim.adam(wl.lr, weight_decay=wl.weight_decay)
-    value_and_grad = fn.value_and_grad(model, loss)
+    train_step = fn.train_step(model, loss, opt, donate=donate)
     state0 = opt.init(params0)
     params, state = params0, state0
 
     def step(xb, yb):
         nonlocal params, state
-        value, grads = value_and_grad(params, xb, yb)
-        params, state = opt.update(grads, state, params)
+        value, params, state = train_step(params, state, xb, yb)
         return value
 
     def reset():
         nonlocal params, state
-        params, state = params0, state0  # pure: nothing was mutated
+        params, state = params0, state0  # never written (see the docstring)
 
     def convert(xb, yb):
         return xb.astype(np.float32), _targets(wl, yb, np.float32)
 
     xc, yc = convert(x, y)
-    return Impl("funcnn", "float32", step, convert, _epoch_numpy(step, xc, yc, wl.batch),
-                reset=reset)
+    name, note = ("funcnn", "") if not donate else (
+        FUNCNN_DONATED, "fn.train_step(..., donate=True): the update is written over the old params and state")
+    return Impl(name, "float32", step, convert, _epoch_numpy(step, xc, yc, wl.batch),
+                reset=reset, note=note)
 
 
 def _targets(wl, y, dtype):

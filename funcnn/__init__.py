@@ -41,6 +41,7 @@ from funcnn.layers import (
     Softplus,
     Tanh,
 )
+from funcnn.step import train_step
 from funcnn.summary import summary
 from funcnn.train import FitResult, fit
 from funcnn.types import Key, Layer, Params, Pullback
@@ -52,5 +53,5 @@ __all__ = [
     "LogSoftmax", "Params", "Pullback", "ReLU", "ResNetBlock", "SiLU", "Sigmoid", "Softmax",
     "Softplus", "Tanh", "data", "datasets", "debug", "errors", "fit", "grad", "interop",
     "layers", "load", "losses", "optim", "random", "residual", "save", "serial", "summary",
-    "testing", "train", "tree", "value_and_grad",
+    "testing", "train", "train_step", "tree", "value_and_grad",
 ]

@@ -25,6 +25,7 @@ weakly referenced), which changes nothing but speed.
 
 from __future__ import annotations
 
+import itertools
 import operator
 import os
 import threading
@@ -93,21 +94,31 @@ class Layout:
     def _remember(self, flat: np.ndarray, leaves: tuple) -> None:
         live = self._live
         if self._small:
+            live.pop(id(flat), None)  # a reused id goes to the end, as the newest
             live[id(flat)] = (flat, leaves)  # a dict insert is atomic
             if len(live) > _RECENT:
-                self._forget(lambda entry: True)
+                self._forget_oldest()
         else:
+            live.pop(id(flat), None)
             live[id(flat)] = (weakref.ref(flat), tuple(map(weakref.ref, leaves)))
             if len(live) > _RECENT:
-                self._forget(lambda entry: entry[0]() is None)
+                self._forget_dead()
 
-    def _forget(self, can_go: Callable) -> None:
-        """Drop the oldest entries that ``can_go`` (small: any; big: dead buffers)."""
+    def _forget_oldest(self) -> None:
+        """Drop the oldest entries of a small layout, down to half of _RECENT."""
+        live = self._live
+        with _LOCK:
+            for key in list(itertools.islice(live, max(len(live) - _RECENT // 2, 0))):
+                live.pop(key, None)
+
+    def _forget_dead(self) -> None:
+        """Drop the oldest entries of a big layout whose buffer is gone, down to half
+        of _RECENT (entries whose buffers are alive stay)."""
         with _LOCK:
             for key, entry in list(self._live.items()):
                 if len(self._live) <= _RECENT // 2:
                     break
-                if can_go(entry):
+                if entry[0]() is None:
                     self._live.pop(key, None)
 
     def known(self, leaves: tuple) -> np.ndarray | None:
@@ -285,12 +296,13 @@ def _generate_views(nested: dict, shapes: tuple, offsets: tuple, layout: Layout,
 
     leaves = "(" + "".join(f"v{i}, " for i in range(len(shapes))) + ")"
     if layout._small:  # as Layout._remember, inline
-        lines += [f"    live[id(f)] = (f, {leaves})", "    if len(live) > RECENT:", "        forget()"]
+        lines += ["    live.pop(id(f), None)", f"    live[id(f)] = (f, {leaves})",
+                  "    if len(live) > RECENT:", "        forget()"]
     else:
         lines.append(f"    remember(f, {leaves})")
     lines.append(f"    return {literal(nested)}" + (f", {leaves}" if with_leaves else ""))
     scope = {"live": layout._live, "remember": layout._remember, "RECENT": _RECENT,
-             "forget": lambda: layout._forget(lambda entry: True)}
+             "forget": layout._forget_oldest}
     exec("\n".join(lines), scope)
     return scope["views"]
 
@@ -302,12 +314,17 @@ def _generate_get(keys: tuple) -> Callable:
     return scope["get"]
 
 
-# --- element-wise work split over two threads ----------------------------------------------
+# --- element-wise work in cache-sized blocks, on one thread or two ----------------------
 
-# Measured on the benchmark machine (2 cores, 2 MiB L2 each) with Adam's kernel: one
-# thread is best with blocks whose temporaries stay in L2; two threads need bigger blocks,
-# as each ufunc call takes the GIL (small blocks make the threads wait on each other).
-PARALLEL_MIN = 1 << 18  # elements; below this one thread is faster
+# Measured on the benchmark machine (2 cores, 2 MiB L2 each) with Adam's kernel over the
+# 1.9M params of benchmark T4: one thread is best with blocks whose temporaries stay in
+# L2; two threads need bigger blocks, as each ufunc call takes the GIL. Two threads win
+# on a quiet machine (3.3 vs 3.7 ms) but lose inside a training loop (in place: 5.3 vs
+# 4.8 ms; fresh outputs: 7.9 vs 6.9 ms): after each multi-threaded GEMM, OpenBLAS's
+# worker threads busy-wait for about 0.1 s and take the second core. So one thread is
+# the default; FUNCNN_ELEMENTWISE_THREADS=2 splits the work when BLAS does not spin
+# (e.g. OPENBLAS_THREAD_TIMEOUT=4, or a single-threaded BLAS).
+PARALLEL_MIN = 1 << 18  # elements; below this one call, no blocks
 BLOCK = 1 << 15  # elements per block, one thread
 BLOCK_SPLIT = 1 << 17  # elements per block, two threads
 
@@ -315,14 +332,20 @@ _pool_state: dict = {}  # {"current": (pid, pool or None)}, replaced under _LOCK
 
 
 def _threads() -> int:
+    """1, or 2 if FUNCNN_ELEMENTWISE_THREADS asks for it and two cores are usable."""
+    wanted = os.environ.get("FUNCNN_ELEMENTWISE_THREADS", "1").strip()
+    if wanted not in ("1", "2"):
+        raise ValueError(f"FUNCNN_ELEMENTWISE_THREADS must be 1 or 2, got {wanted!r}")
     try:
-        return min(2, len(os.sched_getaffinity(0)))
+        usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return min(2, os.cpu_count() or 1)
+        usable = os.cpu_count() or 1
+    return min(int(wanted), usable)
 
 
 def _pool() -> ThreadPoolExecutor | None:
-    """A one-worker pool, created on first use (and again in a forked child)."""
+    """A one-worker pool if two threads are wanted (see _threads), else None; made on
+    first use (and again in a forked child)."""
     state = _pool_state.get("current")
     pid = os.getpid()
     if state is not None and state[0] == pid:
@@ -338,7 +361,8 @@ def _pool() -> ThreadPoolExecutor | None:
 
 def run_elementwise(kernel: Callable[[int, int], None], n: int) -> None:
     """Call ``kernel(lo, hi)`` over ``[0, n)``: at once when small, else in cache-sized
-    blocks split between two threads (numpy releases the GIL in ufunc loops).
+    blocks, split between two threads if FUNCNN_ELEMENTWISE_THREADS=2 (numpy releases
+    the GIL in ufunc loops).
 
     ``kernel`` must be element-wise: then the result is bitwise the same however the
     range is cut.

@@ -58,7 +58,7 @@ class Emitter:
         self.layout = layout
         self.forward: list[str] = []
         self.backward: list[str] = []
-        self.scope: dict = {"np": np, "dot": np.dot, "add_reduce": np.add.reduce,
+        self.scope: dict = {"np": np, "dot": np.dot, "matmul": np.matmul, "add_reduce": np.add.reduce,
                             "ShapeMismatch": ShapeMismatch}
         self.shapes: dict[int, tuple] = {}  # leaf index -> the shape its layer expects
         self.dtypes: dict[str, np.dtype] = {}  # variable -> its dtype, where known here

@@ -26,3 +26,16 @@ def strict_numpy():
     """
     with np.errstate(all="raise", under="ignore"):
         yield
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    """Element-wise updates of big buffers split over two threads (funcnn.flat), as with
+    FUNCNN_ELEMENTWISE_THREADS=2; the default is one thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from funcnn import flat
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        monkeypatch.setitem(flat._pool_state, "current", (os.getpid(), pool))
+        yield pool

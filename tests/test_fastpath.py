@@ -14,6 +14,7 @@
 import copy
 import functools
 import gc
+import math
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -77,7 +78,24 @@ def airfoil_model(dtype=np.float32):
                      L.Linear(8, 1, dtype=dtype))
 
 
-MODELS = {"sine-mlp": (seed_mlp, 1), "sine-resnet": (seed_resnet, 1), "airfoil": (airfoil_model, 5)}
+def wide_mlp(dtype=np.float32):
+    """Linears with >= MATMUL_MIN weights: their products are np.matmul, not np.dot."""
+    return fn.serial(L.Linear(300, 256, dtype=dtype), L.ReLU(), L.Linear(256, 260, dtype=dtype),
+                     L.Tanh(), L.Linear(260, 1, dtype=dtype))
+
+
+MODELS = {"sine-mlp": (seed_mlp, 1), "sine-resnet": (seed_resnet, 1), "airfoil": (airfoil_model, 5),
+          "wide": (wide_mlp, 300)}
+
+
+def test_big_linears_use_matmul_and_small_ones_dot():
+    from funcnn.layers.linear import MATMUL_MIN
+
+    assert 256 * 256 >= MATMUL_MIN > 260 * 1
+    model = wide_mlp()
+    source = plan.Compiled(model).source(model.init(0), batch(300)[0])
+    # forward and dW of both big Linears, dx of the second (nobody needs the data's)
+    assert source.count("matmul(") == 5 and source.count("dot(") == 3
 
 
 def batch(features, rows=16, seed=0, dtype=np.float32):
@@ -297,9 +315,11 @@ def reference(name, kwargs, params, grads, state, mask=None):
                 g = g + d * p
             mu = b1 * mu + (1.0 - b1) * g
             nu = b2 * nu + (1.0 - b2) * (g * g)
-            denom = np.sqrt(nu / (1.0 - b2**t))
-            denom += eps
-            new_p[path] = p - eta * (mu / (1.0 - b1**t)) / denom
+            # eta (mu / c1) / (sqrt(nu / c2) + eps), the bias corrections folded into scalars
+            root_c2 = math.sqrt(1.0 - b2**t)
+            denom = np.sqrt(nu)
+            denom += eps * root_c2
+            new_p[path] = p - (mu * (eta * root_c2 / (1.0 - b1**t))) / denom
             entries["mu"][path], entries["nu"][path] = mu, nu
         elif name == "sgd":
             momentum, nesterov = kwargs.get("momentum", 0.0), kwargs.get("nesterov", False)
@@ -465,7 +485,7 @@ def test_state_is_plain_dict_of_ndarrays_and_saves(tmp_path):
     assert fn.tree.equal(p1, p2) and fn.tree.equal(s1, s2)
 
 
-def test_big_buffers_split_over_threads_give_the_same_bits(monkeypatch):
+def test_big_buffers_split_over_threads_give_the_same_bits(monkeypatch, two_threads):
     rng = np.random.default_rng(0)
     params = {"0": {"weight": rng.normal(size=(300, 700)).astype(np.float32), "bias": np.zeros(300, np.float32)},
               "1": {"weight": rng.normal(size=(300, 300)).astype(np.float32), "bias": np.ones(300, np.float32)}}
@@ -489,7 +509,28 @@ def test_big_buffers_split_over_threads_give_the_same_bits(monkeypatch):
         assert fn.tree.equal(threaded, single) and fn.tree.equal(blocked, single)
 
 
-def test_threads_share_one_optimizer_and_keep_numpy_error_handling():
+@pytest.mark.parametrize("setting, workers", [(None, 0), ("1", 0), ("2", 1)])
+def test_elementwise_threads_follow_the_environment(monkeypatch, setting, workers):
+    if setting is None:
+        monkeypatch.delenv("FUNCNN_ELEMENTWISE_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("FUNCNN_ELEMENTWISE_THREADS", setting)
+    monkeypatch.setattr(flat.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setitem(flat._pool_state, "current", None)
+    pool = flat._pool()
+    assert (0 if pool is None else pool._max_workers) == workers
+    if pool is not None:
+        pool.shutdown()
+
+
+def test_a_bad_elementwise_threads_setting_is_named(monkeypatch):
+    monkeypatch.setenv("FUNCNN_ELEMENTWISE_THREADS", "4")
+    monkeypatch.setitem(flat._pool_state, "current", None)
+    with pytest.raises(ValueError, match="FUNCNN_ELEMENTWISE_THREADS must be 1 or 2, got '4'"):
+        flat._pool()
+
+
+def test_threads_share_one_optimizer_and_keep_numpy_error_handling(two_threads):
     opt = fn.optim.adam(0.01)
     trees = [fn.tree.map(lambda p, s=s: p + s, seed_mlp().init(s)) for s in range(8)]
     states = [opt.init(p) for p in trees]

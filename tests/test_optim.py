@@ -219,12 +219,19 @@ def test_rmsprop_is_the_seed_rule_bitwise(beta, eps, steps):
 
 @pytest.mark.parametrize("steps", [1, 25])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_adam_is_the_seed_rule_bitwise(weight_decay, steps):
+def test_adam_is_the_seed_rule(weight_decay, steps):
+    """Moments bitwise. The step folds the bias corrections into two scalars,
+    ``eta sqrt(c2) / c1 * mu / (sqrt(nu) + eps sqrt(c2))`` (two passes fewer than the
+    seed's ``eta (mu / c1) / (sqrt(nu / c2) + eps)``), so params agree to rounding."""
     params = nested_params()
     ours, state = run(fn.optim.adam(0.01, weight_decay=weight_decay), params, steps)
     want, want_mu, want_nu = seed_adam(params, 0.01, weight_decay, 0.9, 0.999, 1e-8, steps)
-    assert fn.tree.equal(ours, want)
-    assert fn.tree.equal(state["mu"], want_mu) and fn.tree.equal(state["nu"], want_nu)
+    assert fn.tree.allclose(ours, want, rtol=1e-14, atol=0.0)
+    if steps == 1:  # the moments see the same grads: bitwise
+        assert fn.tree.equal(state["mu"], want_mu) and fn.tree.equal(state["nu"], want_nu)
+    else:
+        assert fn.tree.allclose(state["mu"], want_mu, rtol=1e-12, atol=0.0)
+        assert fn.tree.allclose(state["nu"], want_nu, rtol=1e-12, atol=0.0)
 
 
 def test_rmsprop_first_step_differs_from_torch_by_the_bias_correction():

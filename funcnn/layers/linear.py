@@ -84,13 +84,24 @@ def Linear(in_features: int, out_features: int, *, init: str = "he", dtype=np.fl
     return Layer(init_params, apply, vjp, name=name)
 
 
-# The math, on 2-D arrays. The plan below writes the same calls out. np.dot, not @: the
-# same BLAS calls with less overhead on small matrices.
+# The math, on 2-D arrays. The plan below writes the same calls out. np.dot has less call
+# overhead on small matrices; np.matmul picks faster BLAS calls on big ones (measured on
+# 2 cores, float32, batch 256, 1024 x 1024 weights: dy.T @ x 1.84 ms vs 2.04 ms, x @ w.T
+# 1.90 vs 1.97 ms; at 16 x 16 dot is 0.2 us faster). Both paths choose by weight size.
+MATMUL_MIN = 1 << 16  # weight elements from which the product is np.matmul
+
+
+def product_name(weight_size: int) -> str:
+    """``"matmul"`` or ``"dot"``: the product a Linear with this many weights uses."""
+    return "matmul" if weight_size >= MATMUL_MIN else "dot"
+
+
+_PRODUCTS = {"dot": np.dot, "matmul": np.matmul}
 
 
 def _forward(x, weight, bias):
     """``y = x @ weight.T + bias``."""
-    y = np.dot(x, weight.T)
+    y = _PRODUCTS[product_name(weight.size)](x, weight.T)
     y += bias
     return y
 
@@ -98,9 +109,10 @@ def _forward(x, weight, bias):
 def _backward(dy, x, weight, need_dx: bool, dweight=None, dbias=None):
     """``dweight = dy.T @ x``, ``dbias = sum over rows of dy``, ``dx = dy @ weight``
     (None unless ``need_dx``), written into ``dweight``/``dbias`` when given."""
-    dweight = np.dot(dy.T, x, dweight)
+    product = _PRODUCTS[product_name(weight.size)]
+    dweight = product(dy.T, x, out=dweight)
     dbias = np.add.reduce(dy, 0, None, dbias)  # dy.sum(axis=0): rows added in order, as the seed
-    return dweight, dbias, np.dot(dy, weight) if need_dx else None
+    return dweight, dbias, product(dy, weight) if need_dx else None
 
 
 def _plan(weight_shape: tuple[int, int]):
@@ -122,7 +134,8 @@ def _plan(weight_shape: tuple[int, int]):
         if xc != x:
             xc, cast = code.var("x"), xc
             code.forward.append(f"{xc} = {cast}")
-        code.forward += [f"{y} = dot({xc}, {w}.T)", f"{y} += L[{bi}]"]
+        product = product_name(weight_shape[0] * weight_shape[1])
+        code.forward += [f"{y} = {product}({xc}, {w}.T)", f"{y} += L[{bi}]"]
         code.dtypes[y] = dtype
 
         def back(dy: str):
@@ -130,11 +143,12 @@ def _plan(weight_shape: tuple[int, int]):
             if d != dy:
                 d, cast = code.var("d"), d
                 code.backward.append(f"{d} = {cast}")
-            code.backward += [f"dot({d}.T, {xc}, G[{wi}])", f"add_reduce({d}, 0, None, G[{bi}])"]
+            code.backward += [f"{product}({d}.T, {xc}, out=G[{wi}])",
+                              f"add_reduce({d}, 0, None, G[{bi}])"]
             if not need_dx:
                 return None
             dx = code.var("d")
-            code.backward.append(f"{dx} = dot({d}, {w})")
+            code.backward.append(f"{dx} = {product}({d}, {w})")
             code.dtypes[dx] = dtype
             return dx
 

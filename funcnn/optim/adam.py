@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from funcnn import tree
@@ -132,17 +134,21 @@ def _adam(where, lr, b1, b2, eps, weight_decay, weight_decay_mask, *, decoupled)
         return init_state(schedule, mu=tree.zeros_like(params), nu=tree.zeros_like(params))
 
     memo: list = [None]  # the last params layout seen (see prepare_update)
-    constants = dtype_constants(b1, 1.0 - b1, b2, 1.0 - b2, eps)
+    constants = dtype_constants(b1, 1.0 - b1, b2, 1.0 - b2)
 
-    def update(grads: Params, state: State, params: Params) -> tuple[Params, State]:
+    def update(grads: Params, state: State, params: Params, *,
+               donate: bool = False) -> tuple[Params, State]:
         prepared = prepare_update(where, grads, state, params, ("mu", "nu"), memo)
         step = prepared.step
         eta, t = lr_at(schedule, step), step + 1
-        correction1, correction2 = 1.0 - b1**t, 1.0 - b2**t
+        # eta * (mu / c1) / (sqrt(nu / c2) + eps) == step_size * mu / (sqrt(nu) + eps_hat)
+        root_c2 = math.sqrt(1.0 - b2**t)
+        step_size, eps_hat = eta * root_c2 / (1.0 - b1**t), eps * root_c2
 
         def kernel(decay, p, g, mu, nu, p_out, mu_out, nu_out):
+            # alias-safe: each output is written after the last read of its input
             s, u = np.empty(p.shape, p.dtype), np.empty(p.shape, p.dtype)
-            beta1, rest1, beta2, rest2, epsilon = constants(p.dtype)
+            beta1, rest1, beta2, rest2 = constants(p.dtype)
             if not decoupled:
                 g = with_decay(g, p, decay, u)  # g + wd * p
             np.multiply(mu, beta1, mu_out)  # mu = b1 * mu + (1 - b1) * g
@@ -150,18 +156,15 @@ def _adam(where, lr, b1, b2, eps, weight_decay, weight_decay_mask, *, decoupled)
             np.multiply(g, g, s)  # nu = b2 * nu + (1 - b2) * (g * g)
             np.multiply(s, rest2, s)
             np.add(np.multiply(nu, beta2, nu_out), s, nu_out)
-            np.sqrt(np.divide(nu_out, correction2, s), s)  # sqrt(nu / c2) + eps
-            np.add(s, epsilon, s)
-            np.divide(mu_out, correction1, u)  # eta * (mu / c1) / denom
-            np.multiply(u, eta, u)
-            np.divide(u, s, u)
+            np.add(np.sqrt(nu_out, s), eps_hat, s)
+            np.divide(np.multiply(mu_out, step_size, u), s, u)
             if decoupled:  # p * (1 - eta * wd)
                 p = with_decay(None, p, decay, p_out, factor=lambda wd: 1.0 - eta * wd)
             np.subtract(p, u, p_out)
 
         decay = weight_decay if weight_decay_mask is None else decay_rates(
             weight_decay, weight_decay_mask, params)
-        new_params, (mu, nu) = apply_rule(kernel, prepared, params, decay)
+        new_params, (mu, nu) = apply_rule(kernel, prepared, params, decay, donate=donate)
         return new_params, next_state(schedule, step, mu=mu, nu=nu)
 
     return Optimizer(init, update)

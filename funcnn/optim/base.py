@@ -42,6 +42,11 @@ class Optimizer(NamedTuple):
     - ``init(params) -> state``: the state before the first update.
     - ``update(grads, state, params) -> (params, state)``: one step. Never mutates
       its arguments; returns new params and a new state.
+
+    The built-in optimizers' ``update`` also takes ``donate=True`` (keyword only): the
+    results may then be written over the memory of ``params`` and the state's entries,
+    which the caller gives up (see :func:`funcnn.train_step`). Results are bitwise the
+    same as without it.
     """
 
     init: Callable[[Params], State]
@@ -226,7 +231,8 @@ def prepare_update(where: str, grads: Any, state: Any, params: Any, entries: tup
 
 
 def apply_rule(kernel: Callable[..., None], prepared: Prepared, params: Params,
-               decay: float | Params = 0.0) -> tuple[Params, tuple[Params, ...]]:
+               decay: float | Params = 0.0, *, donate: bool = False
+               ) -> tuple[Params, tuple[Params, ...]]:
     """Run an optimizer's element-wise rule over the whole tree.
 
     ``kernel(decay, p, g, *entries, p_out, *entries_out)`` computes one chunk of 1-D
@@ -234,6 +240,10 @@ def apply_rule(kernel: Callable[..., None], prepared: Prepared, params: Params,
     the chunk. ``decay`` here is one weight decay for every leaf or a tree of per-leaf
     rates (see :func:`funcnn.optim.masks.decay_rates`). Returns the new params and the
     new entries, as trees shaped like ``params``.
+
+    ``donate=True`` lets the results reuse the memory of ``params`` and the entries
+    when they are flat buffers (see :func:`donated_outputs`); the kernel must then be
+    alias-safe: ``p_out`` may be ``p`` and each entry's output may be that entry.
     """
     layout = prepared.layout
     if layout is not None:
@@ -241,7 +251,8 @@ def apply_rule(kernel: Callable[..., None], prepared: Prepared, params: Params,
             ranges = _decay_ranges(layout, decay)
         else:
             ranges = ((0, layout.size, decay),) if decay else ()
-        outs = elementwise(kernel, ranges, (prepared.params, prepared.grads, *prepared.entries))
+        inputs = (prepared.params, prepared.grads, *prepared.entries)
+        outs = elementwise(kernel, ranges, inputs, donated_outputs(inputs) if donate else None)
         new_params, *entries = map(layout.views, outs)
         return new_params, tuple(entries)
     rates = decay if isinstance(decay, dict) else tree.map(lambda p: decay, params)
@@ -270,14 +281,34 @@ def _decay_ranges(layout: Layout, decay: Params) -> Decay:
     return tuple(ranges)
 
 
-def elementwise(kernel: Callable[..., None], decay: Decay, inputs: tuple) -> tuple:
+def donated_outputs(inputs: tuple) -> tuple | None:
+    """The buffers of ``inputs`` (params, grads, entries) that a donated update may
+    overwrite with its results: params and entries, unless a buffer is read only or
+    shares memory with another input (say, grads passed as params). None then."""
+    outs = (inputs[0], *inputs[2:])
+    for out in outs:
+        if not (out.flags.writeable and out.flags.c_contiguous):
+            return None
+    if all(a.base is None for a in inputs):  # each owns its memory: distinct objects suffice
+        return outs if len(set(map(id, inputs))) == len(inputs) else None
+    for i, out in enumerate(outs):
+        own = 0 if i == 0 else i + 1  # out's index in inputs
+        if any(j != own and np.may_share_memory(out, other) for j, other in enumerate(inputs)):
+            return None
+    return outs
+
+
+def elementwise(kernel: Callable[..., None], decay: Decay, inputs: tuple,
+                outs: tuple | None = None) -> tuple:
     """The outputs of ``kernel`` (one per input but the grads: new params and entries),
-    fresh 1-D arrays computed from the 1-D ``inputs``. Big buffers go in cache-sized
-    blocks over two threads (see :func:`funcnn.flat.run_elementwise`); the kernel is
-    element-wise, so any cut gives the same bits."""
+    1-D arrays computed from the 1-D ``inputs``: fresh ones, or ``outs`` when given.
+    Big buffers go in cache-sized blocks over two threads (see
+    :func:`funcnn.flat.run_elementwise`); the kernel is element-wise, so any cut gives
+    the same bits."""
     first = inputs[0]
     n, dtype = first.size, first.dtype
-    outs = tuple(map(np.empty, [n] * (len(inputs) - 1), [dtype] * (len(inputs) - 1)))
+    if outs is None:
+        outs = tuple(map(np.empty, [n] * (len(inputs) - 1), [dtype] * (len(inputs) - 1)))
     if n < PARALLEL_MIN:
         kernel(decay, *inputs, *outs)
         return outs

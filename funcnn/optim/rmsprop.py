@@ -64,21 +64,23 @@ def rmsprop(lr: float | Schedule, beta: float = 0.9, eps: float = 1e-8) -> Optim
 
     memo: list = [None]  # the last params layout seen (see prepare_update)
 
-    def update(grads: Params, state: State, params: Params) -> tuple[Params, State]:
+    def update(grads: Params, state: State, params: Params, *,
+               donate: bool = False) -> tuple[Params, State]:
         prepared = prepare_update("rmsprop", grads, state, params, ("nu",), memo)
         step = prepared.step
         eta, correction = lr_at(schedule, step), 1.0 - beta ** (step + 1)
 
         def kernel(decay, p, g, nu, p_out, nu_out):
-            s = np.empty(p.shape, p.dtype)
+            # alias-safe: p_out and nu_out are written after the last read of p and nu
+            s, u = np.empty(p.shape, p.dtype), np.empty(p.shape, p.dtype)
             np.multiply(np.multiply(g, g, s), 1.0 - beta, s)  # (1 - beta) * (g * g)
             np.add(np.multiply(nu, beta, nu_out), s, nu_out)  # nu = beta * nu + ...
             np.sqrt(np.divide(nu_out, correction, s), s)  # sqrt(nu / c) + eps
             np.add(s, eps, s)
-            np.divide(np.multiply(g, eta, p_out), s, p_out)  # p - eta * g / denom
-            np.subtract(p, p_out, p_out)
+            np.divide(np.multiply(g, eta, u), s, u)  # p - eta * g / denom
+            np.subtract(p, u, p_out)
 
-        new_params, (nu,) = apply_rule(kernel, prepared, params)
+        new_params, (nu,) = apply_rule(kernel, prepared, params, donate=donate)
         return new_params, next_state(schedule, step, nu=nu)
 
     return Optimizer(init, update)

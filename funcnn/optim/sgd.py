@@ -85,27 +85,31 @@ def sgd(
 
     memo: list = [None]  # the last params layout seen (see prepare_update)
 
-    def update(grads: Params, state: State, params: Params) -> tuple[Params, State]:
+    def update(grads: Params, state: State, params: Params, *,
+               donate: bool = False) -> tuple[Params, State]:
         prepared = prepare_update("sgd", grads, state, params, entries, memo)
         eta = lr_at(schedule, prepared.step)
 
+        # alias-safe kernels: p_out and b_out are written after the last read of p and b
         def plain(decay, p, g, p_out):
-            g = with_decay(g, p, decay, p_out)  # g + wd * p
-            np.subtract(p, np.multiply(g, eta, p_out), p_out)  # p - eta * g
+            u = np.empty(p.shape, p.dtype)
+            g = with_decay(g, p, decay, u)  # g + wd * p
+            np.subtract(p, np.multiply(g, eta, u), p_out)  # p - eta * g
 
         def heavy_ball(decay, p, g, b, p_out, b_out):
-            s = np.empty(p.shape, p.dtype)
+            s, u = np.empty(p.shape, p.dtype), np.empty(p.shape, p.dtype)
             g = with_decay(g, p, decay, s)  # g + wd * p
             np.add(np.multiply(b, momentum, b_out), g, b_out)  # b = mu * b + g
             if nesterov:  # d = g + mu * b
-                d = np.add(g, np.multiply(b_out, momentum, p_out), p_out)
+                d = np.add(g, np.multiply(b_out, momentum, u), u)
             else:
                 d = b_out
-            np.subtract(p, np.multiply(d, eta, p_out), p_out)  # p - eta * d
+            np.subtract(p, np.multiply(d, eta, u), p_out)  # p - eta * d
 
         decay = weight_decay if weight_decay_mask is None else decay_rates(
             weight_decay, weight_decay_mask, params)
-        new_params, buffers = apply_rule(heavy_ball if momentum else plain, prepared, params, decay)
+        new_params, buffers = apply_rule(heavy_ball if momentum else plain, prepared, params,
+                                         decay, donate=donate)
         return new_params, next_state(schedule, prepared.step, **dict(zip(entries, buffers)))
 
     return Optimizer(init, update)
