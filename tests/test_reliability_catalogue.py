@@ -43,6 +43,7 @@ from funcnn.errors import (
     NonFiniteDataError,
     NonFiniteError,
     NonFiniteLossError,
+    ParamsError,
     ShapeError,
     StructureError,
 )
@@ -654,9 +655,53 @@ def debug_rows() -> list[Row]:
     ]
 
 
+def train_step_rows() -> list[Row]:
+    adam = fn.optim.adam(0.01)
+    state = adam.init(PARAMS)
+
+    def donated_step():  # a step that owns its buffers: params and state are one flat buffer each
+        step = fn.train_step(MODEL, fn.losses.mse, adam, donate=True)
+        return step, *step(PARAMS, state, X, Y)[1:]
+
+    def read_only_donation(t):
+        step, params, opt_state = donated_step()
+        for leaf in fn.tree.leaves(params):
+            leaf.base.setflags(write=False)
+        kept = fn.tree.map(np.copy, params)
+        step(params, opt_state, X, Y)
+        return fn.tree.equal(params, kept)
+
+    def step_with(**changes):
+        args = {"model": MODEL, "loss": fn.losses.mse, "optimizer": adam, **changes}
+        donate = args.pop("donate", False)
+        return fn.train_step(args["model"], args["loss"], args["optimizer"], donate=donate)
+
+    return [
+        Row("train_step", "model: a plain function", lambda t: step_with(model=MODEL.apply), TypeError,
+            ("train_step: model must be a funcnn Layer, got function",)),
+        Row("train_step", "optimizer: an (init, update) tuple", lambda t: step_with(
+            optimizer=(adam.init, adam.update)), TypeError,
+            ("train_step: optimizer must be an fn.optim.Optimizer", "got tuple")),
+        Row("train_step", "donate: the string 'yes'", lambda t: step_with(donate="yes"), TypeError,
+            ("train_step: donate must be a bool, got 'yes'",)),
+        Row("train_step", "loss: a plain function", lambda t: step_with(loss=lambda p, y: 0.0), TypeError,
+            ("a plain function has no gradient rule", "fn.losses.make_loss")),
+        Row("train_step", "x of the wrong width", lambda t: step_with()(PARAMS, state, X[:, :1], Y),
+            ShapeError, ("serial[0] Linear(2 -> 4): expected (..., 2), got (5, 1)",)),
+        Row("train_step", "state from another optimizer", lambda t: step_with()(
+            PARAMS, fn.optim.sgd(0.1).init(PARAMS), X, Y), StructureError,
+            ("adam: state must be a dict with keys ['step', 'lr', ", "adam(...).init(params)")),
+        Row("train_step", "params from another model", lambda t: step_with()(OTHER.init(0), state, X, Y),
+            ParamsError, ("serial[0] Linear(2 -> 4): expected weight (4, 2) and bias (4,)",
+                          "got weight (4, 3)", "made by this model's init?")),
+        Row("train_step", "donate=True with read-only params buffers", read_only_donation,
+            Ok("accepted: a fresh result, the read-only params untouched", lambda r: r is True)),
+    ]
+
+
 CATALOGUE: list[Row] = [
-    *model_rows(), *loss_rows(), *optimizer_rows(), *batches_rows(), *fit_rows(), *save_rows(),
-    *load_rows(), *debug_rows(),
+    *model_rows(), *loss_rows(), *optimizer_rows(), *train_step_rows(), *batches_rows(),
+    *fit_rows(), *save_rows(), *load_rows(), *debug_rows(),
 ]
 
 

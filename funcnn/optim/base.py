@@ -302,9 +302,8 @@ def elementwise(kernel: Callable[..., None], decay: Decay, inputs: tuple,
                 outs: tuple | None = None) -> tuple:
     """The outputs of ``kernel`` (one per input but the grads: new params and entries),
     1-D arrays computed from the 1-D ``inputs``: fresh ones, or ``outs`` when given.
-    Big buffers go in cache-sized blocks over two threads (see
-    :func:`funcnn.flat.run_elementwise`); the kernel is element-wise, so any cut gives
-    the same bits."""
+    Big buffers go in cache-sized blocks (see :func:`funcnn.flat.run_elementwise`); the
+    kernel is element-wise, so any cut gives the same bits."""
     first = inputs[0]
     n, dtype = first.size, first.dtype
     if outs is None:
