@@ -94,12 +94,12 @@ class Layout:
     def _remember(self, flat: np.ndarray, leaves: tuple) -> None:
         live = self._live
         if self._small:
-            live.pop(id(flat), None)  # a reused id goes to the end, as the newest
+            live.pop(id(flat), None)  # the same buffer again (a donated update): now newest
             live[id(flat)] = (flat, leaves)  # a dict insert is atomic
             if len(live) > _RECENT:
                 self._forget_oldest()
         else:
-            live.pop(id(flat), None)
+            live.pop(id(flat), None)  # the same buffer again, or a dead one's id: now newest
             live[id(flat)] = (weakref.ref(flat), tuple(map(weakref.ref, leaves)))
             if len(live) > _RECENT:
                 self._forget_dead()

@@ -59,7 +59,8 @@ class Emitter:
         self.forward: list[str] = []
         self.backward: list[str] = []
         self.scope: dict = {"np": np, "dot": np.dot, "matmul": np.matmul, "add_reduce": np.add.reduce,
-                            "ShapeMismatch": ShapeMismatch}
+                            "ShapeMismatch": ShapeMismatch, "DT": layout.dtype}
+        self.prelude: list[str] = []  # lines at the top of backward, each once (see once)
         self.shapes: dict[int, tuple] = {}  # leaf index -> the shape its layer expects
         self.dtypes: dict[str, np.dtype] = {}  # variable -> its dtype, where known here
         self._count = 0
@@ -82,6 +83,12 @@ class Emitter:
         if dtype is not None and self.dtypes.get(var) == dtype:
             return var
         return f"{var}.astype({like}.dtype, copy=False)"
+
+    def once(self, line: str) -> None:
+        """Put ``line`` at the top of backward, unless it is there already (say, a
+        constant every Linear shares, computed once per call)."""
+        if line not in self.prelude:
+            self.prelude.append(line)
 
     def expect(self, index: int, shape: tuple) -> None:
         """Leaf ``index`` belongs to the layer being built and must have ``shape``."""
@@ -248,7 +255,7 @@ def compile_for(layer, layout: Layout, need_dx: bool, x_dtype) -> Plan | None:
     saved = "".join(f"{name}, " for name in used)
     lines = ["def forward(L, x):", *(f"    {line}" for line in code.forward),
              f"    return {y}, ({saved})", "", "def backward(S, dy, G):", f"    ({saved}) = S"]
-    lines += [*(f"    {line}" for line in code.backward), f"    return {dx}"]
+    lines += [*(f"    {line}" for line in (*code.prelude, *code.backward)), f"    return {dx}"]
     source = "\n".join(lines)
     scope = dict(code.scope)
     exec(source, scope)

@@ -216,3 +216,16 @@ def test_train_step_errors_name_the_argument():
     step = fn.train_step(model, fn.losses.mse, opt)
     with pytest.raises(fn.errors.ShapeError, match=r"serial\[0\] Linear\(3 -> 8\)"):
         step(model.init(0), opt.init(model.init(0)), np.ones((4, 5)), y[:4])
+
+
+def test_donated_small_model_keeps_one_buffer_over_many_steps():
+    """A donated update hands back views of the same buffers each step; the layout must
+    keep recognising them (no gathered copies), however many steps run."""
+    model, x, y = small_problem(np.float32)
+    opt = fn.optim.adam(0.01)
+    step = fn.train_step(model, fn.losses.mse, opt, donate=True)
+    _, params, state = step(model.init(0), opt.init(model.init(0)), x, y)
+    first = buffer_of(params), buffer_of(state["mu"]), buffer_of(state["nu"])
+    for _ in range(4 * fn.flat._RECENT):
+        _, params, state = step(params, state, x, y)
+        assert (buffer_of(params), buffer_of(state["mu"]), buffer_of(state["nu"])) == first
