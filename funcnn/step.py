@@ -30,7 +30,7 @@ def train_step(model: Layer, loss, optimizer: Optimizer, *, donate: bool = False
     in, like ``jax.jit(..., donate_argnums=...)``: the update is written over them, in
     place, instead of into new arrays. That saves allocating and filling three fresh
     buffers per step (params, ``mu``, ``nu`` for Adam): on the 1.9M-parameter T4
-    benchmark a third of the step's peak memory and about 13% of its time (see
+    benchmark a third of the step's peak memory and about 12% of its time (see
     ``benchmarks/RESULTS.md``). The price: after the call, the ``params`` and ``state``
     you passed in are consumed; their arrays may hold the new values or (if the update
     raised half way) a mix. Keep using only what the step returned, and copy
