@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 FUNCNN = "funcnn"
-FUNCNN_DONATED = "funcnn, donated"  # as benchmarks.workloads.FUNCNN_DONATED
+FUNCNN_DONATED = "funcnn, donated"  # the donated row (benchmarks.workloads.funcnn_impl)
 
 
 def fmt_time(s) -> str:

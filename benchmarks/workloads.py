@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import FUNCNN_DONATED
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AIRFOIL_PATH = REPO_ROOT.parent / "shared" / "data" / "airfoil_self_noise.dat"
 
@@ -257,9 +259,6 @@ def build_funcnn_model(spec, dtype):
     if kind == "block":
         return fn.layers.ResNetBlock(spec[1], dtype=dtype)
     raise ValueError(f"unknown spec {spec!r}")
-
-
-FUNCNN_DONATED = "funcnn, donated"
 
 
 def funcnn_impl(wl: Workload, x, y, params0, *, donate: bool = False) -> Impl:

@@ -138,7 +138,9 @@ def test_ctrl_c_during_every_checkpoint_save_resumes_bit_exact(tmp_path, monkeyp
     saves_per_epoch = 4  # 3 best + latest, once 3 epochs are kept
     for k in range(1, 2 * saves_per_epoch + 1):
 
-        def interrupting_save(path, tree, k=k, calls=[]):
+        calls: list = []  # the saves of this k's run
+
+        def interrupting_save(path, tree, k=k, calls=calls):
             calls.append(path)
             if len(calls) == k:
                 raise KeyboardInterrupt

@@ -285,15 +285,14 @@ def donated_outputs(inputs: tuple) -> tuple | None:
     """The buffers of ``inputs`` (params, grads, entries) that a donated update may
     overwrite with its results: params and entries, unless a buffer is read only or
     shares memory with another input (say, grads passed as params). None then."""
-    outs = (inputs[0], *inputs[2:])
-    for out in outs:
-        if not (out.flags.writeable and out.flags.c_contiguous):
-            return None
+    written = (0, *range(2, len(inputs)))  # params and the entries, not the grads
+    outs = tuple(inputs[i] for i in written)
+    if not all(out.flags.writeable and out.flags.c_contiguous for out in outs):
+        return None
     if all(a.base is None for a in inputs):  # each owns its memory: distinct objects suffice
         return outs if len(set(map(id, inputs))) == len(inputs) else None
-    for i, out in enumerate(outs):
-        own = 0 if i == 0 else i + 1  # out's index in inputs
-        if any(j != own and np.may_share_memory(out, other) for j, other in enumerate(inputs)):
+    for i in written:
+        if any(j != i and np.may_share_memory(inputs[i], other) for j, other in enumerate(inputs)):
             return None
     return outs
 
