@@ -5,7 +5,7 @@ with index paths, and every pullback builds its own dict of grads. On a small mo
 that bookkeeping is most of a step. A *plan* runs the same arithmetic (the same numpy
 calls in the same order, so the same bits; tests hold it to that) as generated
 straight-line code, with the grads written straight into views of one flat buffer
-(see :mod:`funcnn.flat`):
+(see :mod:`funcnn.layout`):
 
 - it is built once per params layout, from the model's structure and the layout, and
   only when every layer is a built-in one and the layout is one the generic path
@@ -40,7 +40,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from funcnn.flat import Layout, layout_of
+from funcnn.layout import Layout, layout_of
 
 
 class Unsupported(Exception):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 
 import numpy as np
 
 from funcnn.grad import value_and_grad
-from funcnn.optim.base import Optimizer, State
+from funcnn.optim.base import DonatingOptimizer, Optimizer, State
 from funcnn.types import Layer, Params
 
 Step = Callable[[Params, State, np.ndarray, np.ndarray], tuple[float, Params, State]]
@@ -59,7 +58,7 @@ def train_step(model: Layer, loss, optimizer: Optimizer, *, donate: bool = False
         raise TypeError(f"train_step: donate must be a bool, got {donate!r}")
     value_and_grad_fn = value_and_grad(model, loss)
     update = optimizer.update
-    if donate and _accepts_donate(update):
+    if donate and isinstance(optimizer, DonatingOptimizer):
         def apply_update(grads, state, params):
             return update(grads, state, params, donate=True)
     else:
@@ -72,14 +71,6 @@ def train_step(model: Layer, loss, optimizer: Optimizer, *, donate: bool = False
         return value, params, state
 
     return step
-
-
-def _accepts_donate(update: Callable) -> bool:
-    try:
-        parameter = inspect.signature(update).parameters.get("donate")
-    except (TypeError, ValueError):  # no signature to read
-        return False
-    return parameter is not None and parameter.kind is inspect.Parameter.KEYWORD_ONLY
 
 
 __all__ = ["Step", "train_step"]

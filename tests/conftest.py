@@ -30,12 +30,12 @@ def strict_numpy():
 
 @pytest.fixture
 def two_threads(monkeypatch):
-    """Element-wise updates of big buffers split over two threads (funcnn.flat), as with
+    """Element-wise updates of big buffers split over two threads (funcnn.elementwise), as with
     FUNCNN_ELEMENTWISE_THREADS=2; the default is one thread."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from funcnn import flat
+    from funcnn import elementwise
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        monkeypatch.setitem(flat._pool_state, "current", (os.getpid(), pool))
+        monkeypatch.setitem(elementwise._pool_state, "current", (os.getpid(), pool))
         yield pool

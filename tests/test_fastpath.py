@@ -3,7 +3,7 @@
 - ``fn.value_and_grad`` and ``model.vjp`` on built-in layers run a generated plan
   (``funcnn.plan``): compared bit for bit with the same model whose layers have no
   plan (the generic path), on random architectures, dtypes and inputs;
-- optimizers run their rule on flat buffers (``funcnn.flat``): compared bit for bit
+- optimizers run their rule on flat buffers (``funcnn.layout``): compared bit for bit
   with a plain per-leaf reference of the documented rule, with chained states, states
   loaded from disk, hand-made params, mixed dtypes, masks, freezing, schedules and the
   two-thread path for big buffers;
@@ -25,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import funcnn as fn
-from funcnn import flat, plan
+from funcnn import elementwise, layout, plan
 from funcnn.errors import ShapeError, StructureError
 from funcnn.testing import strategies as fst
 
@@ -121,7 +121,7 @@ def test_value_and_grad_is_the_generic_path_bit_for_bit(name, dtype):
         v2, g2 = slow(params, x, y)
         assert v1 == v2 and fn.tree.equal(g1, g2)
         assert all(leaf.dtype == dtype for leaf in fn.tree.leaves(g1))
-    assert fn.flat.layout_of(g1).known(fn.tree.leaves(g1)) is not None  # one flat buffer
+    assert fn.layout.layout_of(g1).known(fn.tree.leaves(g1)) is not None  # one flat buffer
 
 
 @given(model=fst.architectures(in_features=3, out_features=2, dtype=np.float32),
@@ -493,12 +493,12 @@ def test_big_buffers_split_over_threads_give_the_same_bits(monkeypatch, two_thre
     grads = wavy(params)
     rows = ROWS[:4] + [("adamw", {"lr": 0.01, "weight_decay": 0.3, "weight_decay_mask": fn.optim.ndim_at_least(2)})]
     results = []
-    monkeypatch.setattr(flat, "BLOCK_SPLIT", 10007)  # blocks and halves cut through the leaves
-    monkeypatch.setattr(flat, "BLOCK", 5003)
+    monkeypatch.setattr(elementwise, "BLOCK_SPLIT", 10007)  # blocks and halves cut through the leaves
+    monkeypatch.setattr(elementwise, "BLOCK", 5003)
     for min_size, pool in ((1 << 10, "two"), (1 << 10, None), (1 << 40, None)):  # two threads, blocks, one call
-        monkeypatch.setattr(flat, "PARALLEL_MIN", min_size)
+        monkeypatch.setattr(elementwise, "PARALLEL_MIN", min_size)
         if pool is None:
-            monkeypatch.setitem(flat._pool_state, "current", (flat.os.getpid(), None))
+            monkeypatch.setitem(elementwise._pool_state, "current", (elementwise.os.getpid(), None))
         for name, kwargs in rows:
             opt = getattr(fn.optim, name)(**kwargs)
             state = opt.init(params)
@@ -516,9 +516,9 @@ def test_elementwise_threads_follow_the_environment(monkeypatch, setting, worker
         monkeypatch.delenv("FUNCNN_ELEMENTWISE_THREADS", raising=False)
     else:
         monkeypatch.setenv("FUNCNN_ELEMENTWISE_THREADS", setting)
-    monkeypatch.setattr(flat.os, "sched_getaffinity", lambda pid: {0, 1})
-    monkeypatch.setitem(flat._pool_state, "current", None)
-    pool = flat._pool()
+    monkeypatch.setattr(elementwise.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setitem(elementwise._pool_state, "current", None)
+    pool = elementwise._pool()
     assert (0 if pool is None else pool._max_workers) == workers
     if pool is not None:
         pool.shutdown()
@@ -526,9 +526,9 @@ def test_elementwise_threads_follow_the_environment(monkeypatch, setting, worker
 
 def test_a_bad_elementwise_threads_setting_is_named(monkeypatch):
     monkeypatch.setenv("FUNCNN_ELEMENTWISE_THREADS", "4")
-    monkeypatch.setitem(flat._pool_state, "current", None)
+    monkeypatch.setitem(elementwise._pool_state, "current", None)
     with pytest.raises(ValueError, match="FUNCNN_ELEMENTWISE_THREADS must be 1 or 2, got '4'"):
-        flat._pool()
+        elementwise._pool()
 
 
 def test_threads_share_one_optimizer_and_keep_numpy_error_handling(two_threads):
@@ -546,7 +546,7 @@ def test_threads_share_one_optimizer_and_keep_numpy_error_handling(two_threads):
         np.divide(1.0, np.zeros(hi - lo) if lo >= out.size // 2 else np.ones(hi - lo), out[lo:hi])
 
     with pytest.raises(FloatingPointError):
-        flat.run_elementwise(kernel, out.size)
+        elementwise.run_elementwise(kernel, out.size)
 
 
 def test_big_flat_buffers_are_not_kept_alive():
@@ -590,10 +590,10 @@ def test_registered_small_buffers_stay_bounded():
     opt = fn.optim.sgd(0.1)
     params = {"w": np.ones(3)}
     state = opt.init(params)
-    layout = flat.layout_of(params)
+    found = layout.layout_of(params)
     for _ in range(200):
         params, state = opt.update(wavy(params), state, params)
-    assert len(layout._live) <= 2 * flat._RECENT
+    assert len(found._live) <= 2 * layout._RECENT
 
 
 def test_concurrent_compiles_and_updates_from_many_threads():

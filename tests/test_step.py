@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import funcnn as fn
-from funcnn.flat import BLOCK, BLOCK_SPLIT, PARALLEL_MIN
+from funcnn.elementwise import BLOCK, BLOCK_SPLIT, PARALLEL_MIN
 
 L = fn.layers
 
@@ -202,6 +202,23 @@ def test_optimizers_without_donation_run_their_pure_update():
     assert len(calls) == 3 and got[0] == want[0] and same(got[1:], want[1:])
 
 
+def test_donation_is_asked_of_the_optimizer_type_not_its_signature():
+    adam = fn.optim.adam(0.01)
+    assert isinstance(adam, fn.optim.DonatingOptimizer)
+    assert not isinstance(fn.optim.masked(adam, {"0": {"weight": True, "bias": False}}),
+                          fn.optim.DonatingOptimizer)
+    calls = []
+
+    def update(grads, state, params, *, donate=False):  # takes the keyword, but is a plain Optimizer
+        calls.append(donate)
+        return adam.update(grads, state, params)
+
+    model, x, y = small_problem()
+    step_loop(model, fn.losses.mse, fn.optim.Optimizer(adam.init, update), model.init(0), x, y, 2,
+              donate=True)
+    assert calls == [False, False]
+
+
 def test_train_step_errors_name_the_argument():
     model, _, y = small_problem()
     opt = fn.optim.adam(0.01)
@@ -226,6 +243,6 @@ def test_donated_small_model_keeps_one_buffer_over_many_steps():
     step = fn.train_step(model, fn.losses.mse, opt, donate=True)
     _, params, state = step(model.init(0), opt.init(model.init(0)), x, y)
     first = buffer_of(params), buffer_of(state["mu"]), buffer_of(state["nu"])
-    for _ in range(4 * fn.flat._RECENT):
+    for _ in range(4 * fn.layout._RECENT):
         _, params, state = step(params, state, x, y)
         assert (buffer_of(params), buffer_of(state["mu"]), buffer_of(state["nu"])) == first

@@ -18,13 +18,14 @@ editing it has no effect. Save the state with params and resume exactly.
 
 from funcnn.optim import masks, schedules
 from funcnn.optim.adam import adam, adamw
-from funcnn.optim.base import Optimizer, Schedule, State
+from funcnn.optim.base import DonatingOptimizer, Optimizer, Schedule, State
 from funcnn.optim.clip import clip_by_global_norm
 from funcnn.optim.masks import masked, ndim_at_least
 from funcnn.optim.rmsprop import rmsprop
 from funcnn.optim.sgd import sgd
 
 __all__ = [
+    "DonatingOptimizer",
     "Optimizer",
     "Schedule",
     "State",

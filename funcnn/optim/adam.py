@@ -9,7 +9,7 @@ import numpy as np
 from funcnn import tree
 from funcnn.optim.base import (
     Mask,
-    Optimizer,
+    DonatingOptimizer,
     Schedule,
     State,
     apply_rule,
@@ -38,7 +38,7 @@ def adam(
     weight_decay: float = 0.0,
     *,
     weight_decay_mask: Mask | None = None,
-) -> Optimizer:
+) -> DonatingOptimizer:
     r"""Adam; the seed's rule and the same trajectory as ``torch.optim.Adam``.
 
     At update :math:`t = 1, 2, \dots` with learning rate :math:`\eta_t` = ``lr(t - 1)``
@@ -84,7 +84,7 @@ def adamw(
     weight_decay: float = 1e-2,
     *,
     weight_decay_mask: Mask | None = None,
-) -> Optimizer:
+) -> DonatingOptimizer:
     r"""AdamW: Adam with decoupled weight decay; the same trajectory as ``torch.optim.AdamW``.
 
     The decay shrinks the params directly, scaled by the learning rate, and stays out of
@@ -121,7 +121,7 @@ def adamw(
     return _adam("adamw", lr, b1, b2, eps, weight_decay, weight_decay_mask, decoupled=True)
 
 
-def _adam(where, lr, b1, b2, eps, weight_decay, weight_decay_mask, *, decoupled) -> Optimizer:
+def _adam(where, lr, b1, b2, eps, weight_decay, weight_decay_mask, *, decoupled) -> DonatingOptimizer:
     schedule = as_schedule(where, lr)
     b1 = check_decay_rate(where, "b1", b1)
     b2 = check_decay_rate(where, "b2", b2)
@@ -167,4 +167,4 @@ def _adam(where, lr, b1, b2, eps, weight_decay, weight_decay_mask, *, decoupled)
         new_params, (mu, nu) = apply_rule(kernel, prepared, params, decay, donate=donate)
         return new_params, next_state(schedule, step, mu=mu, nu=nu)
 
-    return Optimizer(init, update)
+    return DonatingOptimizer(init, update)

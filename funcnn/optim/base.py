@@ -23,7 +23,8 @@ import numpy as np
 
 from funcnn import tree
 from funcnn.errors import StructureError
-from funcnn.flat import PARALLEL_MIN, Layout, layout_of, run_elementwise
+from funcnn.elementwise import PARALLEL_MIN, run_elementwise
+from funcnn.layout import Layout, layout_of
 from funcnn.types import Params
 
 State = dict[str, Any]
@@ -43,14 +44,23 @@ class Optimizer(NamedTuple):
     - ``update(grads, state, params) -> (params, state)``: one step. Never mutates
       its arguments; returns new params and a new state.
 
-    The built-in optimizers' ``update`` also takes ``donate=True`` (keyword only): the
-    results may then be written over the memory of ``params`` and the state's entries,
-    which the caller gives up (see :func:`funcnn.train_step`). Results are bitwise the
-    same as without it.
+    An optimizer whose ``update`` can also write its results over the caller's memory
+    is a :class:`DonatingOptimizer` (the built-in ``sgd``, ``rmsprop``, ``adam``,
+    ``adamw``); :func:`funcnn.train_step` asks the type, never the signature.
     """
 
     init: Callable[[Params], State]
     update: Callable[[Params, State, Params], tuple[Params, State]]
+
+
+class DonatingOptimizer(Optimizer):
+    """An :class:`Optimizer` whose ``update`` also takes ``donate=True`` (keyword only).
+
+    The results may then be written over the memory of ``params`` and the state's
+    entries, which the caller gives up (see :func:`funcnn.train_step`). Results are
+    bitwise the same as without it. (optax marks extended transforms the same way, with
+    a subclass: ``GradientTransformationExtraArgs``.)
+    """
 
 
 # --- hyperparameter checks (at factory call) ---------------------------------------
@@ -301,7 +311,7 @@ def elementwise(kernel: Callable[..., None], decay: Decay, inputs: tuple,
                 outs: tuple | None = None) -> tuple:
     """The outputs of ``kernel`` (one per input but the grads: new params and entries),
     1-D arrays computed from the 1-D ``inputs``: fresh ones, or ``outs`` when given.
-    Big buffers go in cache-sized blocks (see :func:`funcnn.flat.run_elementwise`); the
+    Big buffers go in cache-sized blocks (see :func:`funcnn.elementwise.run_elementwise`); the
     kernel is element-wise, so any cut gives the same bits."""
     first = inputs[0]
     n, dtype = first.size, first.dtype

@@ -6,7 +6,7 @@ import numpy as np
 
 from funcnn import tree
 from funcnn.optim.base import (
-    Optimizer,
+    DonatingOptimizer,
     Schedule,
     State,
     apply_rule,
@@ -22,7 +22,7 @@ from funcnn.optim.base import (
 from funcnn.types import Params
 
 
-def rmsprop(lr: float | Schedule, beta: float = 0.9, eps: float = 1e-8) -> Optimizer:
+def rmsprop(lr: float | Schedule, beta: float = 0.9, eps: float = 1e-8) -> DonatingOptimizer:
     r"""RMSProp with a bias-corrected second moment (the seed tutorial's rule).
 
     At update :math:`t = 1, 2, \dots` with learning rate :math:`\eta_t` = ``lr(t - 1)``::
@@ -83,4 +83,4 @@ def rmsprop(lr: float | Schedule, beta: float = 0.9, eps: float = 1e-8) -> Optim
         new_params, (nu,) = apply_rule(kernel, prepared, params, donate=donate)
         return new_params, next_state(schedule, step, nu=nu)
 
-    return Optimizer(init, update)
+    return DonatingOptimizer(init, update)

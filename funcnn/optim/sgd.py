@@ -7,7 +7,7 @@ import numpy as np
 from funcnn import tree
 from funcnn.optim.base import (
     Mask,
-    Optimizer,
+    DonatingOptimizer,
     Schedule,
     State,
     apply_rule,
@@ -32,7 +32,7 @@ def sgd(
     weight_decay: float = 0.0,
     *,
     weight_decay_mask: Mask | None = None,
-) -> Optimizer:
+) -> DonatingOptimizer:
     r"""Stochastic gradient descent; the same trajectory as ``torch.optim.SGD`` (dampening 0).
 
     At update :math:`t = 1, 2, \dots` with learning rate :math:`\eta_t` = ``lr(t - 1)``,
@@ -112,4 +112,4 @@ def sgd(
                                          decay, donate=donate)
         return new_params, next_state(schedule, prepared.step, **dict(zip(entries, buffers)))
 
-    return Optimizer(init, update)
+    return DonatingOptimizer(init, update)
