@@ -51,6 +51,15 @@ class InputTypeError(LayerError, TypeError):
     """An input is of the wrong kind: a list, an int/bool/complex/object array, ..."""
 
 
+class StateError(LayerError, ValueError):
+    """A layer that keeps state (BatchNorm's running statistics) got no ``state=``, or a
+    state that is not its own."""
+
+
+class RandomKeyError(LayerError, TypeError):
+    """A layer that is random in training (Dropout) was trained without ``key=``."""
+
+
 class StructureError(FuncnnError, ValueError):
     """Two pytrees that must match (params and grads, params and ``like=``) do not."""
 

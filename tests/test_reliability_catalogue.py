@@ -132,8 +132,6 @@ BAD_X = [
      (LINEAR0, "expected (..., 2), got (5, 3)")),
     ("wrong ndim, 3-d with wrong features", np.ones((2, 5, 3), np.float32), ShapeError,
      (LINEAR0, "expected (..., 2), got (2, 5, 3)")),
-    ("int array", np.ones((5, 2), np.int64), InputTypeError,
-     (LINEAR0, "floating-point array, got dtype int64", "x.astype(np.float32)")),
     ("bool array", np.ones((5, 2), bool), InputTypeError, (LINEAR0, "got dtype bool")),
     ("complex array", np.ones((5, 2), complex), InputTypeError, (LINEAR0, "got dtype complex128")),
     ("object array", np.ones((5, 2), object), InputTypeError, (LINEAR0, "got dtype object")),
@@ -150,6 +148,8 @@ APPLY_OK_X = [
     ("3-d input (leading dims are batch dims)", np.ones((2, 5, 2), np.float32),
      Ok("accepted: shape (2, 5, 1)", shape_is(2, 5, 1))),
     ("empty batch (0, 2)", X[:0], Ok("accepted: shape (0, 1)", shape_is(0, 1))),
+    ("int array", np.ones((5, 2), np.int64),
+     Ok("accepted: Linear casts it to its dtype (float32)", lambda y: y.dtype == np.float32)),
     ("NaN input", with_row(X, 3, np.nan), PROPAGATES),
     ("Inf input", with_row(X, 3, np.inf), PROPAGATES),
 ]
@@ -174,9 +174,9 @@ def model_rows() -> list[Row]:
             check=lambda r, check=outcome.check, ieee=outcome.ieee: check(r if ieee else r[0]))))
     rows += [
         Row("vjp", "pullback dy of the wrong shape", lambda t: MODEL.vjp(PARAMS, X)[1](DY[:, 0]),
-            ShapeError, ("serial[3] Linear(4 -> 1)", "pullback expected dy of shape (5, 1), got (5,)")),
+            ShapeError, ("serial: pullback expected dy of shape (5, 1), got (5,)",)),
         Row("vjp", "pullback dy as a list", lambda t: MODEL.vjp(PARAMS, X)[1](DY.tolist()),
-            ShapeError, ("serial[3] Linear(4 -> 1)", "pullback expected dy of shape (5, 1), got list")),
+            ShapeError, ("serial: pullback expected dy of shape (5, 1), got list",)),
         Row("vjp", "pullback dy with NaN", lambda t: MODEL.vjp(PARAMS, X)[1](with_row(DY, 1, np.nan)),
             PROPAGATES),
         Row("value_and_grad", "x: empty batch (0, 2)", lambda t: VG(PARAMS, X[:0], Y[:0]), ShapeError,
@@ -496,7 +496,6 @@ def fit_rows() -> list[Row]:
         row("x: 0-d array", ValueError, "fit: train x must have a sample axis (first dimension), "
             "got a 0-d array", train=(np.array(1.0), Y)),
         row("empty data", ValueError, "fit: train data is empty", train=(X[:0], Y[:0])),
-        row("x: int array", InputTypeError, LINEAR0, "got dtype int64", train=(X.astype(int), Y)),
         row("x: bool array", InputTypeError, LINEAR0, "got dtype bool", train=(X > 0, Y)),
         row("x: complex array", InputTypeError, LINEAR0, "got dtype complex128",
             train=(X.astype(complex), Y)),

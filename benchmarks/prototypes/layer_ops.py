@@ -20,7 +20,7 @@ if str(_ROOT) not in sys.path[:1]:
 import numpy as np
 
 import funcnn as fn
-from funcnn.layers._checks import check_cotangent, check_input
+from funcnn.checks import check_cotangent, check_input
 
 
 def bench(group: str, variants: dict, repeats: int = 15, target: float = 0.02, compare: bool = True):

@@ -27,6 +27,16 @@ def check_input(x, layer: str) -> np.ndarray:
     return x
 
 
+def check_numeric_input(x, layer: str) -> np.ndarray:
+    """Return ``x`` if it is a floating or integer ndarray with at least one dimension
+    (for layers that cast their input to their params' dtype, like Linear)."""
+    if isinstance(x, np.ndarray) and x.dtype.kind in "iu":
+        if x.ndim == 0:
+            raise ShapeError("expected an array with at least 1 dimension, got a 0-d array", layer=layer)
+        return x
+    return check_input(x, layer)
+
+
 def check_cotangent(dy, shape: tuple[int, ...], layer: str) -> np.ndarray:
     """Return ``dy`` if it is an array with the shape of the layer's output."""
     if not isinstance(dy, np.ndarray) or dy.shape != shape:
