@@ -28,8 +28,11 @@ from funcnn.combinators import residual, serial
 from funcnn.grad import grad, value_and_grad
 from funcnn.layers import (
     ELU,
+    BatchNorm,
+    Dropout,
     GELU,
     Identity,
+    LayerNorm,
     LeakyReLU,
     Linear,
     LogSoftmax,
@@ -44,14 +47,14 @@ from funcnn.layers import (
 from funcnn.step import train_step
 from funcnn.summary import summary
 from funcnn.train import FitResult, fit
-from funcnn.types import Key, Layer, Params, Pullback
+from funcnn.types import Key, Layer, Params, Pullback, State
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ELU", "GELU", "FitResult", "Identity", "Key", "Layer", "LeakyReLU", "Linear",
-    "LogSoftmax", "Params", "Pullback", "ReLU", "ResNetBlock", "SiLU", "Sigmoid", "Softmax",
-    "Softplus", "Tanh", "data", "datasets", "debug", "errors", "fit", "grad", "interop",
+    "BatchNorm", "Dropout", "ELU", "GELU", "FitResult", "Identity", "Key", "Layer", "LayerNorm",
+    "LeakyReLU", "Linear", "LogSoftmax", "Params", "Pullback", "ReLU", "ResNetBlock", "SiLU",
+    "Sigmoid", "Softmax", "Softplus", "State", "Tanh", "data", "datasets", "debug", "errors", "fit", "grad", "interop",
     "layers", "load", "losses", "optim", "random", "residual", "save", "serial", "summary",
     "testing", "train", "train_step", "tree", "value_and_grad",
 ]

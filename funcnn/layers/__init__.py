@@ -13,13 +13,18 @@ from funcnn.layers.activations import (
     Softplus,
     Tanh,
 )
+from funcnn.layers.dropout import Dropout
 from funcnn.layers.linear import Linear
+from funcnn.layers.normalization import BatchNorm, LayerNorm
 from funcnn.layers.resnet import ResNetBlock
 
 __all__ = [
+    "BatchNorm",
+    "Dropout",
     "ELU",
     "GELU",
     "Identity",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
     "LogSoftmax",
