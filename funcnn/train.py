@@ -36,19 +36,22 @@ from funcnn import data, random, tree
 from funcnn.checkpoint import load, save
 from funcnn.errors import CheckpointError, NonFiniteLossError, StructureError
 from funcnn.grad import loss_gradient_rule, value_and_grad
+from funcnn.kernel import kernel_of
 from funcnn.progress import Progress
-from funcnn.types import Layer, Params
+from funcnn.types import Layer, Params, State
 
 LATEST = "latest.ckpt"
 HISTORY_KEYS = ("train_loss", "val_loss", "lr", "time")
 
 
 class BestModel(NamedTuple):
-    """One of the best models seen: its monitored loss, epoch (0-based) and params."""
+    """One of the best models seen: its monitored loss, epoch (0-based), params and model
+    state (BatchNorm statistics; ``{}`` for a model without state)."""
 
     loss: float
     epoch: int
     params: Params
+    state: State | None = None
 
 
 class FitResult(NamedTuple):
@@ -57,6 +60,8 @@ class FitResult(NamedTuple):
     Attributes:
         params: the final params (the best ones after early stopping).
         opt_state: the optimizer state after the last update.
+        state: the model state that goes with ``params`` (BatchNorm's running
+            statistics; ``{}`` for a model without state).
         history: ``{"train_loss", "val_loss", "lr", "time"}``, one float64 entry per
             finished epoch (``val_loss`` is NaN without validation data; ``lr`` is the
             learning rate at the start of the epoch; ``time`` in seconds).
@@ -69,11 +74,17 @@ class FitResult(NamedTuple):
     history: dict[str, np.ndarray]
     best: tuple[BestModel, ...]
     stop_reason: str | None
+    state: State = {}  # noqa: RUF012 -- never mutated; fit always passes its own
 
     @property
     def best_params(self) -> Params:
         """The params with the lowest monitored loss (the final ones if none recorded)."""
         return self.best[0].params if self.best else self.params
+
+    @property
+    def best_state(self) -> State:
+        """The model state that goes with :attr:`best_params`."""
+        return self.best[0].state if self.best else self.state
 
 
 class _Run(NamedTuple):
@@ -84,6 +95,7 @@ class _Run(NamedTuple):
 
     params: Params
     opt_state: Params
+    state: State  # the model's (BatchNorm statistics), {} for none
     epoch: int  # epochs finished (recorded in history and best)
     batch: int  # batches done in the current epoch
     loss_sum: float  # sum of batch_loss * batch_size over those batches
@@ -115,6 +127,7 @@ def fit(
     stream: TextIO | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    state: State | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train = (x, y)`` with mini-batches; see the module docstring.
 
@@ -123,7 +136,8 @@ def fit(
         params: the initial params (e.g. ``model.init(key)``).
         train: ``(x, y)`` training arrays; ``val``: optional ``(x_val, y_val)``.
         epochs, batch_size: positive ints. ``key``: a key or int seed; epoch ``e``
-            shuffles with ``fn.random.fold_in(key, e)``.
+            shuffles with ``fn.random.fold_in(key, e)``; random layers (Dropout) get a
+            new key per batch from it (see :func:`batch_key`), so a run is reproducible.
         opt_state: continue from this optimizer state instead of ``optimizer.init``.
         keep_best: how many best models to keep (by validation loss if ``val`` is
             given, else by the epoch's training loss).
@@ -136,6 +150,11 @@ def fit(
             history, best-k) and ``best-<i>.ckpt`` (the i-th best params), atomically.
         resume: continue from ``checkpoint_dir/latest.ckpt`` if it exists; the result
             is bitwise the same as a run that was never interrupted.
+        state: the model state to start from (default ``model.init_state()``). Training
+            steps run in training mode (batch statistics, dropout) and carry the state
+            from batch to batch; validation runs with ``train=False``. The state is in
+            the result, in every best-k entry and in the checkpoints
+            (``best-<i>.state.ckpt`` beside ``best-<i>.ckpt`` for a model with state).
 
     Returns:
         a :class:`FitResult`.
@@ -149,9 +168,19 @@ def fit(
     loss_gradient_rule(loss)  # rejects a loss without a gradient rule before any work
     _check_fit_args(model, optimizer, epochs, batch_size, keep_best, patience, min_delta)
     x, y = _pair(train, "train")
+    rule = kernel_of(model)
+    if state is None:
+        state = model.init_state()
+    with_state = bool(state) or rule.stateful
+
+    def evaluate(params, model_state, xs):
+        if not with_state:
+            return model.apply(params, xs)
+        return model.apply(params, xs, state=model_state, train=False)[0]
+
     if val is not None:
         x_val, y_val = _pair(val, "val")
-        loss(model.apply(params, x_val[:1]), y_val[:1])  # a bad val shape fails now, not after an epoch
+        loss(evaluate(params, state, x_val[:1]), y_val[:1])  # a bad val shape fails now, not after an epoch
     total = data.num_batches(len(x), batch_size, drop_last)
     if total == 0:
         raise ValueError(f"fit: drop_last=True with {len(x)} samples and batch_size={batch_size} "
@@ -162,24 +191,26 @@ def fit(
 
     if opt_state is None:
         opt_state = optimizer.init(params)
-    run = _Run(params, opt_state, epoch=0, batch=0, loss_sum=0.0, count=0, since_best=0,
+    run = _Run(params, opt_state, state, epoch=0, batch=0, loss_sum=0.0, count=0, since_best=0,
                elapsed=0.0, history={k: () for k in HISTORY_KEYS}, best=())
     if resume and os.path.exists(os.path.join(folder, LATEST)):
-        run = _load_latest(folder, params, opt_state, key, batch_size, len(x))
+        run = _load_latest(folder, params, opt_state, state, key, batch_size, len(x))
         report.message(f"resuming from {os.path.join(folder, LATEST)} at epoch {run.epoch + 1}, "
                        f"batch {run.batch + 1}")
     elif resume:
         report.message(f"no checkpoint in {folder}; starting from scratch")
 
     def snapshot(stop_reason):
-        final = run.best[0].params if stop_reason == "early_stopping" else run.params
-        return FitResult(final, run.opt_state, _as_arrays(run.history), run.best, stop_reason)
+        final = run.best[0] if stop_reason == "early_stopping" else run
+        return FitResult(final.params, run.opt_state, _as_arrays(run.history), run.best, stop_reason,
+                         final.state)
 
     def checkpoint():
         if folder is not None:
             _save_run(folder, run, key, batch_size, len(x))
 
-    step = value_and_grad(model, loss)  # compiled plan for built-in layers
+    step = value_and_grad(model, loss)  # a program of the model's kernels (funcnn.program)
+    noise_key = random.split(key, 2)[1] if rule.random else None
     epoch, started = run.epoch, time.perf_counter()
     try:
         for epoch in range(run.epoch, epochs):
@@ -188,7 +219,14 @@ def fit(
             order = data.batches(x, y, batch_size, key=random.fold_in(key, epoch),
                                  shuffle=shuffle, drop_last=drop_last)
             for xb, yb in itertools.islice(order, run.batch, None):
-                value, grads = step(run.params, xb, yb)
+                context = {}
+                if noise_key is not None:
+                    context["key"] = batch_key(noise_key, epoch, run.batch)
+                if with_state:
+                    value, grads, new_model_state = step(run.params, xb, yb, state=run.state, **context)
+                else:
+                    value, grads = step(run.params, xb, yb, **context)
+                    new_model_state = run.state
                 if not math.isfinite(value):
                     raise NonFiniteLossError(
                         f"training loss is {value} at epoch {epoch + 1}, batch "
@@ -196,7 +234,8 @@ def fit(
                         "in error.result (try a smaller learning rate or check the data)"
                     )
                 new_params, new_state = optimizer.update(grads, run.opt_state, run.params)
-                run = run._replace(params=new_params, opt_state=new_state, batch=run.batch + 1,
+                run = run._replace(params=new_params, opt_state=new_state, state=new_model_state,
+                                   batch=run.batch + 1,
                                    loss_sum=run.loss_sum + value * len(xb),
                                    count=run.count + len(xb))
                 report.batch(epoch, run.batch, total, value)
@@ -204,7 +243,7 @@ def fit(
             train_loss = run.loss_sum / run.count
             val_loss = math.nan
             if val is not None:
-                val_loss = loss(model.apply(run.params, x_val), y_val)
+                val_loss = loss(evaluate(run.params, run.state, x_val), y_val)
                 if not math.isfinite(val_loss):
                     raise NonFiniteLossError(f"validation loss is {val_loss} after epoch {epoch + 1}")
             monitored = val_loss if val is not None else train_loss
@@ -215,7 +254,7 @@ def fit(
                 epoch=epoch + 1, batch=0, loss_sum=0.0, count=0, elapsed=0.0,
                 since_best=0 if improved else run.since_best + 1,
                 history={k: (*run.history[k], v) for k, v in zip(HISTORY_KEYS, record)},
-                best=_keep_best(run.best, BestModel(monitored, epoch, run.params), keep_best),
+                best=_keep_best(run.best, BestModel(monitored, epoch, run.params, run.state), keep_best),
             )
             report.epoch(epoch, train_loss, val_loss if val is not None else None, seconds,
                          "  *" if improved else "")
@@ -238,6 +277,13 @@ def fit(
     return snapshot(None)
 
 
+def batch_key(noise_key, epoch: int, batch: int):
+    """The key of batch ``batch`` (0-based) of epoch ``epoch`` for the random layers:
+    ``fold_in(fold_in(noise_key, epoch), batch)`` with ``noise_key = split(key)[1]`` of
+    fit's ``key``; a resumed run draws the same masks."""
+    return random.fold_in(random.fold_in(noise_key, epoch), batch)
+
+
 def _keep_best(best: tuple[BestModel, ...], candidate: BestModel, k: int) -> tuple[BestModel, ...]:
     """The ``k`` lowest losses, best first; ties keep the earlier epoch."""
     if math.isnan(candidate.loss):
@@ -256,9 +302,10 @@ def _as_arrays(history: dict[str, tuple[float, ...]]) -> dict[str, np.ndarray]:
 def _save_run(folder, run: _Run, key, batch_size, n):
     os.makedirs(folder, exist_ok=True)
     best = run.best
-    state = {
+    record = {
         "params": run.params,
         "opt_state": run.opt_state,
+        "state": run.state,
         "key": key,
         "progress": {
             "epoch": np.array(run.epoch, np.int64),
@@ -275,33 +322,40 @@ def _save_run(folder, run: _Run, key, batch_size, n):
             "loss": np.array([m.loss for m in best], np.float64),
             "epoch": np.array([m.epoch for m in best], np.int64),
             "params": {str(i): m.params for i, m in enumerate(best)},
+            "state": {str(i): m.state for i, m in enumerate(best)},
         },
     }
     for i, model in enumerate(best, start=1):
         save(os.path.join(folder, f"best-{i}.ckpt"), model.params)
-    save(os.path.join(folder, LATEST), state)
+        if model.state:
+            save(os.path.join(folder, f"best-{i}.state.ckpt"), model.state)
+    save(os.path.join(folder, LATEST), record)
 
 
-def _load_latest(folder, params, opt_state, key, batch_size, n):
+def _load_latest(folder, params, opt_state, model_state, key, batch_size, n):
     path = os.path.join(folder, LATEST)
-    state = load(path)
+    record = load(path)
     try:
-        for name, like in (("params", params), ("opt_state", opt_state)):
-            tree.assert_same_structure(like, state[name], names=(f"the model's {name}", path))
-        progress = state["progress"]
-        if not np.array_equal(state["key"], key):
-            raise StructureError(f"{path} was trained with key {state['key'].tolist()}, "
+        saved_model_state = record.get("state", {})  # checkpoints of models without state may lack it
+        for name, like, got in (("params", params, record["params"]),
+                                ("opt_state", opt_state, record["opt_state"]),
+                                ("state", model_state, saved_model_state)):
+            tree.assert_same_structure(like, got, names=(f"the model's {name}", path))
+        progress = record["progress"]
+        if not np.array_equal(record["key"], key):
+            raise StructureError(f"{path} was trained with key {record['key'].tolist()}, "
                                  f"but fit got key {key.tolist()}; pass the same key to resume")
         if int(progress["batch"]) and (int(progress["batch_size"]), int(progress["samples"])) != (batch_size, n):
             raise StructureError(
                 f"{path} stopped mid-epoch with batch_size {int(progress['batch_size'])} on "
                 f"{int(progress['samples'])} samples; resume needs the same, got {batch_size} on {n}"
             )
-        history = {name: tuple(state["history"][name].tolist()) for name in HISTORY_KEYS}
-        best_params = state["best"]["params"]
-        best = tuple(BestModel(float(loss), int(epoch), best_params[str(i)]) for i, (loss, epoch)
-                     in enumerate(zip(state["best"]["loss"], state["best"]["epoch"])))
-        return _Run(state["params"], state["opt_state"], epoch=int(progress["epoch"]),
+        history = {name: tuple(record["history"][name].tolist()) for name in HISTORY_KEYS}
+        best_params, best_states = record["best"]["params"], record["best"].get("state", {})
+        best = tuple(BestModel(float(loss), int(epoch), best_params[str(i)],
+                               best_states.get(str(i), {}))
+                     for i, (loss, epoch) in enumerate(zip(record["best"]["loss"], record["best"]["epoch"])))
+        return _Run(record["params"], record["opt_state"], saved_model_state, epoch=int(progress["epoch"]),
                     batch=int(progress["batch"]), loss_sum=float(progress["loss_sum"]),
                     count=int(progress["count"]), since_best=int(progress["since_best"]),
                     elapsed=float(progress["elapsed"]), history=history, best=best)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import funcnn as fn
 from funcnn.errors import RandomKeyError, ShapeError, StateError
 from funcnn.testing import check_grads
+from funcnn.testing import strategies as fst
 
 L = fn.layers
 RTOL = 1e-10
@@ -327,3 +328,19 @@ def test_a_user_layer_opts_in_to_key_state_and_train():
     assert f(params, x, y, key=fn.random.key(1), state=state)[0] != v1
     y_eval, _ = model.apply(params, x, state=state)
     np.testing.assert_allclose(y_eval, model.apply(params, x, key=fn.random.key(5), state=state)[0])
+
+
+@given(model=fst.architectures(in_features=3, out_features=2, dropout=True, normalization=True,
+                               activation_factories=fst.SMOOTH_ACTIVATION_FACTORIES),
+       data=st.data(), key=fst.keys(), train=st.booleans())
+def test_random_architectures_with_dropout_and_normalization_have_exact_gradients(model, data, key, train):
+    params = data.draw(fst.params(model))
+    x = data.draw(fst.inputs(3, max_leading_dims=1, min_side=2))
+    state = model.init_state()
+    check_grads(model, params, x, key=key, state=state, train=train)
+    f = fn.value_and_grad(model, fn.losses.mse)
+    y = np.zeros((len(x), 2))
+    got = f(params, x, y, key=key, state=state)
+    pred, pullback, want_state = model.vjp(params, x, key=key, state=state)
+    value, dpred = fn.losses.mse.value_and_grad(pred, y)
+    assert got[0] == value and fn.tree.equal(got[1], pullback(dpred)[0]) and fn.tree.equal(got[2], want_state)
