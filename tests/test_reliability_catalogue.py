@@ -44,7 +44,9 @@ from funcnn.errors import (
     NonFiniteError,
     NonFiniteLossError,
     ParamsError,
+    RandomKeyError,
     ShapeError,
+    StateError,
     StructureError,
 )
 
@@ -698,9 +700,92 @@ def train_step_rows() -> list[Row]:
     ]
 
 
+# A model with state and randomness (float32): BatchNorm at 1, Dropout at 3.
+STATEFUL = fn.serial(fn.layers.Linear(2, 4), fn.layers.BatchNorm(4), fn.layers.ReLU(),
+                     fn.layers.Dropout(0.5), fn.layers.Linear(4, 1))
+S_PARAMS, S_STATE = STATEFUL.init(0), STATEFUL.init_state()
+S_VG = fn.value_and_grad(STATEFUL, fn.losses.mse)
+BN1 = "serial[1] BatchNorm(4)"
+DROP3 = "serial[3] Dropout(rate=0.5)"
+
+
+def state_with(path, value):
+    flat = dict(fn.tree.flatten(S_STATE))
+    flat[path] = value
+    return fn.tree.unflatten(flat)
+
+
+def state_rows() -> list[Row]:
+    """Model state (BatchNorm statistics), keys (Dropout) and train/eval modes."""
+    key = fn.random.key(0)
+    bn = fn.layers.BatchNorm(3)
+    return [
+        Row("apply", "model with state, no state=", lambda t: STATEFUL.apply(S_PARAMS, X), StateError,
+            (BN1, "keeps state", "pass state=model.init_state()")),
+        Row("vjp", "model with state, no state=", lambda t: STATEFUL.vjp(S_PARAMS, X, key=key),
+            StateError, (BN1, "pass state=model.init_state()")),
+        Row("value_and_grad", "model with state, no state=", lambda t: S_VG(S_PARAMS, X, Y, key=key),
+            StateError, (BN1, "pass state=model.init_state()")),
+        Row("apply", "state= {} for a model with state", lambda t: STATEFUL.apply(S_PARAMS, X, state={}),
+            StateError, (BN1, "state must have 'running_mean', got []", "init_state()")),
+        Row("apply", "state of another model (unexpected keys)",
+            lambda t: STATEFUL.apply(S_PARAMS, X, state={"7": {}}), StateError,
+            ("serial: unexpected state keys ['7']", "children with state: ['1']")),
+        Row("apply", "state leaf of the wrong shape",
+            lambda t: STATEFUL.apply(S_PARAMS, X, state=state_with("1.running_var", np.ones(3, np.float32))),
+            StateError, (BN1, "state['running_var'] must be an array of shape (4,)")),
+        Row("apply", "state as a list", lambda t: STATEFUL.apply(S_PARAMS, X, state=[]), StateError,
+            ("serial: state must be a dict, got list", "model.init_state()")),
+        Row("vjp", "Dropout training without key=", lambda t: STATEFUL.vjp(S_PARAMS, X, state=S_STATE),
+            RandomKeyError, (DROP3, "training mode needs a random key", "key=fn.random.key(seed)")),
+        Row("value_and_grad", "Dropout training without key=",
+            lambda t: S_VG(S_PARAMS, X, Y, state=S_STATE), RandomKeyError, (DROP3, "random key")),
+        Row("apply", "evaluation (train=False) without key=",
+            lambda t: STATEFUL.apply(S_PARAMS, X, state=S_STATE), Ok("accepted: no randomness in evaluation",
+                                                                    lambda r: r[0].shape == (5, 1))),
+        Row("vjp", "key= not a key (a string)", lambda t: STATEFUL.vjp(S_PARAMS, X, key="k", state=S_STATE),
+            TypeError, ("expected a key from fn.random.key(seed)",)),
+        Row("vjp", "BatchNorm training on one sample per channel",
+            lambda t: STATEFUL.vjp(S_PARAMS, X[:1], key=key, state=S_STATE), ShapeError,
+            (BN1, "expected more than 1 value per channel when training, got input of shape (1, 4)")),
+        Row("apply", "BatchNorm input with the wrong channel count",
+            lambda t: bn.apply(bn.init(0), np.ones((4, 5), np.float32), state=bn.init_state()), ShapeError,
+            ("BatchNorm(3): expected (N, 3), (N, 3, L) or (N, 3, H, W) with the channels on axis 1, got (4, 5)",)),
+        Row("apply", "LayerNorm input of the wrong trailing shape",
+            lambda t: fn.layers.LayerNorm(4).apply(fn.layers.LayerNorm(4).init(0), np.ones((2, 3), np.float32)),
+            ShapeError, ("LayerNorm(4): expected (..., 4), got (2, 3)",)),
+        Row("layers", "Dropout(rate=1.0)", lambda t: fn.layers.Dropout(1.0), ValueError,
+            ("Dropout: rate (the probability of zeroing) must be a number in [0, 1), got 1.0",)),
+        Row("layers", "BatchNorm(momentum=2)", lambda t: fn.layers.BatchNorm(3, momentum=2), ValueError,
+            ("BatchNorm: momentum must be a number in [0, 1] or None, got 2",)),
+        Row("layers", "LayerNorm(normalized_shape=[4])", lambda t: fn.layers.LayerNorm([4]), TypeError,
+            ("LayerNorm: normalized_shape must be an int or a non-empty tuple of ints",)),
+        Row("fit", "state of another model", lambda t: fit(model=STATEFUL, params=S_PARAMS, state={"9": {}}),
+            StateError, ("serial: unexpected state keys ['9']",)),
+        Row("train_step", "model with state, no state=",
+            lambda t: fn.train_step(STATEFUL, fn.losses.mse, fn.optim.adam(0.1))(
+                S_PARAMS, fn.optim.adam(0.1).init(S_PARAMS), X, Y, key=key), StateError, (BN1, "keeps state")),
+        Row("interop", "from_torch_state_dict: state_like= without like=",
+            lambda t: fn.interop.from_torch_state_dict({}, state_like=S_STATE), TypeError,
+            ("state_like= needs like=",)),
+        Row("interop", "from_torch_state_dict: buffers missing",
+            lambda t: fn.interop.from_torch_state_dict(fn.interop.to_torch_state_dict(S_PARAMS), like=S_PARAMS,
+                                                       state_like=S_STATE), StructureError,
+            ("missing '1.running_mean'", "state_like=model.init_state()")),
+        Row("interop", "from_torch_state_dict: float64 net for a float32 model",
+            lambda t: fn.interop.from_torch_state_dict(fn.tree.flatten(fn.tree.astype(PARAMS, np.float64)),
+                                                       like=PARAMS), StructureError,
+            ("'0.weight': expected dtype float32, it has float64", "net.double()")),
+        Row("check_grads", "key= for a two-argument user layer",
+            lambda t: fn.testing.check_grads(fn.Layer(lambda k: {}, lambda p, x: x, lambda p, x: (x, None)), {},
+                                             np.ones(3), key=key), TypeError,
+            ("takes no key= or state=", "context=False")),
+    ]
+
+
 CATALOGUE: list[Row] = [
     *model_rows(), *loss_rows(), *optimizer_rows(), *train_step_rows(), *batches_rows(),
-    *fit_rows(), *save_rows(), *load_rows(), *debug_rows(),
+    *fit_rows(), *save_rows(), *load_rows(), *debug_rows(), *state_rows(),
 ]
 
 
