@@ -104,7 +104,7 @@ def test_cli_default_out_is_runs_example(tmp_path):
 @pytest.mark.parametrize("argv", [
     [], ["nope"], ["xor", "--epochs", "0"], ["xor", "--epochs", "two"], ["xor", "--seed", "-1"],
     ["sine-mlp", "--progress", "loud"], ["sine-mlp", "--recipe", "better"],
-    ["airfoil", "--recipe", "best"],
+    ["airfoil", "--recipe", "best"], ["airfoil", "--dropout", "0.1"], ["airfoil", "--batchnorm"],
 ])
 def test_cli_rejects_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -238,6 +238,26 @@ def test_airfoil_better_checkpoint_and_standardizer_reproduce_the_test_rmse(tmp_
     rmse = float(np.sqrt(np.mean((pred - y_test) ** 2)))
     assert rmse == pytest.approx(result.metrics["test_rmse_db"], rel=1e-6)
     assert len(x_test) == 452  # the seed's 50/20/30 split of 1503 rows: 751/300/452
+
+
+@needs_airfoil
+def test_airfoil_batchnorm_and_dropout_save_the_state_that_reproduces_the_test_rmse(tmp_path):
+    result = examples.run("airfoil", recipe="better", data=AIRFOIL, epochs=3, seed=1, out=tmp_path,
+                          progress="silent", plots=False, stream=io.StringIO(), dropout=0.2,
+                          batchnorm=True)
+    model = airfoil.better_model(dropout=0.2, batchnorm=True)
+    assert [layer.name for layer in model.children][:3] == ["Linear(5 -> 128)", "BatchNorm(128)", "ReLU()"]
+    assert sum(layer.name == "Dropout(rate=0.2)" for layer in model.children) == airfoil.BETTER_BLOCKS
+    params = fn.load(tmp_path / "best.ckpt", like=model.init(0))
+    state = fn.load(tmp_path / "best.state.ckpt", like=model.init_state())
+    assert int(state["1"]["num_batches_tracked"]) == 24 * (result.fit.best[0].epoch + 1)
+    stats = fn.load(tmp_path / "standardizer.ckpt")
+    x, y = fn.datasets.airfoil(AIRFOIL)
+    _, _, (x_test, y_test) = fn.data.split(fn.random.split(1, 3)[0], x, y)
+    z, _ = model.apply(params, fn.data.standardize(stats["x"], airfoil.better_features(x_test)), state=state)
+    pred = fn.data.unstandardize(stats["y"], z.astype(np.float64))
+    assert float(np.sqrt(np.mean((pred - y_test) ** 2))) == pytest.approx(result.metrics["test_rmse_db"], rel=1e-6)
+    assert result.metrics["dropout"] == 0.2 and result.metrics["batchnorm"] is True
 
 
 @needs_airfoil

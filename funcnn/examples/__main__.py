@@ -70,13 +70,20 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--recipe", choices=("seed", "better"), default="seed",
                            help="seed: the seed's model and settings; better: standardized "
                                 "data, wider ResNet, lr schedule (default seed)")
+            p.add_argument("--dropout", type=float, default=0.0, metavar="RATE",
+                           help="better recipe: a Dropout(RATE) after each ResNet block (default 0)")
+            p.add_argument("--batchnorm", action="store_true",
+                           help="better recipe: a BatchNorm after the first Linear")
     return top
 
 
 def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    args = vars(parser().parse_args(argv))
+    cli = parser()
+    args = vars(cli.parse_args(argv))
     name = args.pop("example")
+    if name == "airfoil" and args["recipe"] == "seed" and (args["dropout"] or args["batchnorm"]):
+        cli.error("--dropout and --batchnorm change the better recipe's model; add --recipe better")
     if args["epochs"] is None:
         del args["epochs"]
     try:

@@ -20,6 +20,11 @@ loss:
       to 0 over the run (``fn.optim.schedules.warmup_cosine``);
     - batches of 32, 600 epochs, early stopping after 150 epochs without a better
       validation loss, restoring the best params.
+
+    ``--batchnorm`` puts a ``BatchNorm`` after the first Linear and ``--dropout RATE`` a
+    ``Dropout`` after each block (the better recipe only); their measured effect is in
+    ``docs/quality.md``. With BatchNorm the best model's statistics are saved in
+    ``best.state.ckpt`` beside ``best.ckpt``.
 """
 
 from __future__ import annotations
@@ -71,11 +76,15 @@ def seed_model() -> fn.Layer:
     return fn.serial(L.Linear(5, 8), L.ReLU(), fn.residual(inner), L.ReLU(), L.Linear(8, 1))
 
 
-def better_model(width: int = BETTER_WIDTH, blocks: int = BETTER_BLOCKS) -> fn.Layer:
-    """``Linear(5, width) - ReLU - blocks x ResNetBlock(width) - Linear(width, 1)``."""
+def better_model(width: int = BETTER_WIDTH, blocks: int = BETTER_BLOCKS, *, dropout: float = 0.0,
+                 batchnorm: bool = False) -> fn.Layer:
+    """``Linear(5, width) - [BatchNorm] - ReLU - blocks x (ResNetBlock(width) - [Dropout]) -
+    Linear(width, 1)``."""
     L = fn.layers
-    return fn.serial(L.Linear(5, width), L.ReLU(), *[L.ResNetBlock(width) for _ in range(blocks)],
-                     L.Linear(width, 1))
+    layers = [L.Linear(5, width), *([L.BatchNorm(width)] if batchnorm else []), L.ReLU()]
+    for _ in range(blocks):
+        layers += [L.ResNetBlock(width), *([L.Dropout(dropout)] if dropout else [])]
+    return fn.serial(*layers, L.Linear(width, 1))
 
 
 def better_features(x: np.ndarray) -> np.ndarray:
@@ -116,7 +125,8 @@ def _encoding(recipe_name: str, x_train: np.ndarray, y_train: np.ndarray) -> Enc
 
 
 def run(*, recipe: str = "seed", data=None, epochs: int | None = None, seed: int = 0, out=None,
-        progress: str = "auto", plots: bool = True, stream: TextIO | None = None) -> ExampleResult:
+        progress: str = "auto", plots: bool = True, stream: TextIO | None = None,
+        dropout: float = 0.0, batchnorm: bool = False) -> ExampleResult:
     """Train an airfoil recipe and write its results.
 
     Args:
@@ -131,6 +141,8 @@ def run(*, recipe: str = "seed", data=None, epochs: int | None = None, seed: int
         progress: fit's progress mode: "auto", "bar", "lines" or "silent".
         plots: draw the PNGs (needs matplotlib).
         stream: where to print (stdout by default).
+        dropout: a Dropout of this rate after each ResNet block (better recipe only).
+        batchnorm: a BatchNorm after the first Linear (better recipe only).
 
     Returns:
         an :class:`~funcnn.examples.ExampleResult`; ``metrics["test_rmse_db"]`` is the
@@ -138,6 +150,9 @@ def run(*, recipe: str = "seed", data=None, epochs: int | None = None, seed: int
     """
     if recipe not in RECIPES:
         raise ValueError(f"airfoil: recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
+    if recipe == "seed" and (dropout or batchnorm):
+        raise ValueError("airfoil: --dropout and --batchnorm change the better recipe's model; "
+                         "use them with --recipe better")
     settings = RECIPES[recipe]
     if epochs is not None:
         settings = settings._replace(epochs=epochs)
@@ -147,7 +162,7 @@ def run(*, recipe: str = "seed", data=None, epochs: int | None = None, seed: int
     split_key, init_key, fit_key = fn.random.split(seed, 3)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = fn.data.split(split_key, x, y)
     enc = _encoding(recipe, x_train, y_train)
-    model = seed_model() if recipe == "seed" else better_model()
+    model = seed_model() if recipe == "seed" else better_model(dropout=dropout, batchnorm=batchnorm)
     params = model.init(init_key)
     steps = fn.data.num_batches(len(x_train), settings.batch_size)
     if recipe == "seed":
@@ -158,7 +173,8 @@ def run(*, recipe: str = "seed", data=None, epochs: int | None = None, seed: int
     say(stream, f"airfoil ({recipe} recipe): {fn.tree.size(params)} params; split "
                 f"{len(x_train)}/{len(x_val)}/{len(x_test)}; {settings.epochs} epochs, batch "
                 f"{settings.batch_size}, {opt_name} lr {settings.lr} "
-                f"weight_decay {settings.weight_decay}, patience {settings.patience}, seed {seed}")
+                f"weight_decay {settings.weight_decay}, patience {settings.patience}, seed {seed}"
+                + (f", dropout {dropout}" if dropout else "") + (", batchnorm" if batchnorm else ""))
 
     try:
         result = fn.fit(model, fn.losses.mse, optimizer, params,
@@ -172,17 +188,20 @@ def run(*, recipe: str = "seed", data=None, epochs: int | None = None, seed: int
     if not result.best:
         raise KeyboardInterrupt  # stopped before the first epoch finished: nothing to save
 
-    def predict(p, inputs):
-        return enc.predictions(model.apply(p, enc.inputs(inputs)))
+    def predict(m, inputs):  # m: a BestModel (params and the BatchNorm statistics with them)
+        if not m.state:
+            return enc.predictions(model.apply(m.params, enc.inputs(inputs)))
+        return enc.predictions(model.apply(m.params, enc.inputs(inputs), state=m.state)[0])
 
     best = result.best[0]
-    test_rmse = [rmse(predict(m.params, x_test), y_test) for m in result.best]
+    test_rmse = [rmse(predict(m, x_test), y_test) for m in result.best]
     metrics = {
         "example": "airfoil", "recipe": recipe, "seed": seed, "epochs": settings.epochs,
+        "dropout": dropout, "batchnorm": batchnorm,
         "epochs_run": len(result.history["train_loss"]), "stop_reason": result.stop_reason,
         "test_rmse_db": test_rmse[0],
-        "val_rmse_db": rmse(predict(best.params, x_val), y_val),
-        "train_rmse_db": rmse(predict(best.params, x_train), y_train),
+        "val_rmse_db": rmse(predict(best, x_val), y_val),
+        "train_rmse_db": rmse(predict(best, x_train), y_train),
         "best_epoch": best.epoch + 1,
         "best_k": [{"val_loss": m.loss, "epoch": m.epoch + 1, "test_rmse_db": r}
                    for m, r in zip(result.best, test_rmse)],
@@ -194,6 +213,9 @@ def run(*, recipe: str = "seed", data=None, epochs: int | None = None, seed: int
                 f"train {metrics['train_rmse_db']:.3f} dB; predicting the training mean: "
                 f"{metrics['baseline_test_rmse_db']:.3f} dB)")
     files = write_results(folder, best.params, metrics)
+    if best.state:
+        files["state"] = folder / "best.state.ckpt"
+        fn.save(files["state"], best.state)
     if enc.stats is not None:
         files["standardizer"] = folder / STANDARDIZER
         fn.save(files["standardizer"], enc.stats)
@@ -208,7 +230,7 @@ def _draw(folder, predict, result, test_rmse, x_test, y_test, recipe, stream):
     if not plotting.available():
         say(stream, plotting.MISSING)
         return {}
-    best = [(r, predict(m.params, x_test)) for m, r in zip(result.best, test_rmse)]
+    best = [(r, predict(m, x_test)) for m, r in zip(result.best, test_rmse)]
     units = "dB^2" if recipe == "seed" else "standardized units"
     return {
         "predictions": plotting.sorted_predictions(
