@@ -640,3 +640,59 @@ def run_serial(model, seed, x, y):
         _, grads = f(params, x, y)
         params, state = opt.update(grads, state, params)
     return params
+
+
+def counting_programs(monkeypatch):
+    """Wrap funcnn.grad's compile_program: count compiles and program runs."""
+    import importlib
+
+    from funcnn import program
+
+    grad = importlib.import_module("funcnn.grad")  # the module (fn.grad is the function)
+    counts = {"compiled": 0, "forward": 0, "backward": 0}
+
+    def compile_and_count(*args):
+        built = program.compile_program(*args)
+
+        def forward(*a):
+            counts["forward"] += 1
+            return built.forward(*a)
+
+        def backward(*a):
+            counts["backward"] += 1
+            return built.backward(*a)
+
+        counts["compiled"] += 1
+        return program.Program(forward, backward, built.source)
+
+    monkeypatch.setattr(grad, "compile_program", compile_and_count)
+    return counts
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_built_in_model_compiles_and_later_calls_run_the_program(name, monkeypatch):
+    counts = counting_programs(monkeypatch)
+    factory, features = MODELS[name]
+    model = factory()
+    f = fn.value_and_grad(model, fn.losses.mse)
+    params = model.init(0)
+    for seed in range(3):
+        f(params, *batch(features, seed=seed))
+    assert counts == {"compiled": 1, "forward": 2, "backward": 2}  # the first call is the checked one
+    f(params, *batch(features, rows=5))  # another batch size: the same program
+    f(fn.tree.map(np.copy, params), *batch(features))  # other arrays, the same layout
+    assert counts["compiled"] == 1 and counts["forward"] == 4
+    f(params, *batch(features, dtype=np.float64))  # another input signature: a new program
+    assert counts["compiled"] == 2
+
+
+def test_models_with_state_keys_and_user_layers_compile_too(monkeypatch):
+    counts = counting_programs(monkeypatch)
+    model = fn.serial(L.Linear(3, 4), L.BatchNorm(4), L.ReLU(), L.Dropout(0.2), Scale(4),
+                      fn.residual(fn.serial(L.Linear(4, 4), L.LayerNorm(4))), L.Linear(4, 1))
+    f = fn.value_and_grad(model, fn.losses.mse)
+    params, state = model.init(0), model.init_state()
+    x, y = batch(3)
+    for step in range(3):
+        _, _, state = f(params, x, y, key=fn.random.key(step), state=state)
+    assert counts == {"compiled": 1, "forward": 2, "backward": 2}

@@ -344,3 +344,15 @@ def test_random_architectures_with_dropout_and_normalization_have_exact_gradient
     pred, pullback, want_state = model.vjp(params, x, key=key, state=state)
     value, dpred = fn.losses.mse.value_and_grad(pred, y)
     assert got[0] == value and fn.tree.equal(got[1], pullback(dpred)[0]) and fn.tree.equal(got[2], want_state)
+
+
+def test_the_typed_states_name_exactly_the_entries():
+    from funcnn.layers.normalization import BatchNormState
+
+    assert list(L.BatchNorm(2).init_state()) == list(BatchNormState.__annotations__)
+    params = {"w": np.ones(2)}
+    states = fn.optim.states
+    for opt, typed in [(fn.optim.adam(0.1), states.AdamState), (fn.optim.adamw(0.1), states.AdamState),
+                       (fn.optim.rmsprop(0.1), states.RmspropState), (fn.optim.sgd(0.1), states.SgdState)]:
+        assert set(opt.init(params)) == set(typed.__required_keys__)
+    assert set(fn.optim.sgd(0.1, momentum=0.9).init(params)) == set(states.SgdState.__annotations__)

@@ -10,6 +10,7 @@ one rule: with ``g = dy * weight`` and means over the normalized axes,
 from __future__ import annotations
 
 import numbers
+from typing import TypedDict
 
 import numpy as np
 
@@ -19,7 +20,15 @@ from funcnn.errors import ParamsError, ShapeError
 from funcnn.kernel import require_state, state_leaf
 from funcnn.types import Layer
 
-STATE_KEYS = ("running_mean", "running_var", "num_batches_tracked")
+class BatchNormState(TypedDict):
+    """A BatchNorm layer's state (torch's buffers, names and layouts)."""
+
+    running_mean: np.ndarray  # (C,) the layer's dtype, starts at 0
+    running_var: np.ndarray  # (C,) the layer's dtype, starts at 1 (unbiased batch variances)
+    num_batches_tracked: np.ndarray  # 0-d int64: the training batches seen
+
+
+STATE_KEYS = tuple(BatchNormState.__annotations__)
 
 
 def BatchNorm(num_features: int, *, eps: float = 1e-5, momentum: float | None = 0.1,
@@ -27,8 +36,9 @@ def BatchNorm(num_features: int, *, eps: float = 1e-5, momentum: float | None = 
     r"""Batch normalization over the channels on axis 1 (``torch.nn.BatchNorm1d/2d``).
 
     Inputs ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)``. Params ``{"weight": (C,),
-    "bias": (C,)}`` (ones and zeros); state ``{"running_mean": (C,), "running_var": (C,),
-    "num_batches_tracked": ()}`` (zeros, ones, int64 0), torch's names and layouts.
+    "bias": (C,)}`` (ones and zeros); state a :class:`BatchNormState`
+    ``{"running_mean": (C,), "running_var": (C,), "num_batches_tracked": ()}`` (zeros,
+    ones, int64 0), torch's names and layouts.
 
     Training (``train=True``, the default of ``vjp`` and ``fit``'s steps): normalize with
     the batch's statistics over every axis but 1 (the biased variance), and update the

@@ -13,10 +13,11 @@ the number of updates done), ``"lr"`` (0-d float64, the learning rate the *next*
 will use, i.e. ``schedule(step)``; read it with ``float(state["lr"])``) and per-leaf
 entries shaped like params (``"mu"``, ``"nu"``, ``"momentum"``) with each leaf's dtype.
 ``state["lr"]`` is recomputed by every update from the schedule: it is a read-out, and
-editing it has no effect. Save the state with params and resume exactly.
+editing it has no effect. Save the state with params and resume exactly. Each
+optimizer's entries are typed in :mod:`funcnn.optim.states` (``AdamState``, ...).
 """
 
-from funcnn.optim import masks, schedules
+from funcnn.optim import masks, schedules, states
 from funcnn.optim.adam import adam, adamw
 from funcnn.optim.base import DonatingOptimizer, Optimizer, Schedule, State
 from funcnn.optim.clip import clip_by_global_norm
@@ -38,4 +39,5 @@ __all__ = [
     "rmsprop",
     "schedules",
     "sgd",
+    "states",
 ]

@@ -61,8 +61,9 @@ def adam(
             Default: all leaves.
 
     Returns:
-        An :class:`Optimizer` with state ``{"step", "lr", "mu", "nu"}``;
-        ``state["lr"]`` is the lr the next update will use.
+        An :class:`Optimizer` whose state is an :class:`~funcnn.optim.states.AdamState`:
+        ``step`` (0-d int64), ``lr`` (0-d float64, the lr the next update will use),
+        ``mu`` and ``nu`` (trees like params).
 
     Example:
         >>> import funcnn as fn, numpy as np
@@ -106,8 +107,9 @@ def adamw(
             Default: all leaves.
 
     Returns:
-        An :class:`Optimizer` with state ``{"step", "lr", "mu", "nu"}``;
-        ``state["lr"]`` is the lr the next update will use.
+        An :class:`Optimizer` whose state is an :class:`~funcnn.optim.states.AdamState`:
+        ``step`` (0-d int64), ``lr`` (0-d float64, the lr the next update will use),
+        ``mu`` and ``nu`` (trees like params).
 
     Example:
         >>> import funcnn as fn, numpy as np

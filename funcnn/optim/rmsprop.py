@@ -42,7 +42,8 @@ def rmsprop(lr: float | Schedule, beta: float = 0.9, eps: float = 1e-8) -> Donat
         eps: Added to the denominator, > 0.
 
     Returns:
-        An :class:`Optimizer` with state ``{"step", "lr", "nu"}``; ``state["lr"]`` is
+        An :class:`Optimizer` whose state is an :class:`~funcnn.optim.states.RmspropState`
+        ``{"step", "lr", "nu"}`` (0-d int64, 0-d float64, a tree like params); ``state["lr"]`` is
         the lr the next update will use.
 
     Example:
