@@ -24,7 +24,7 @@ from funcnn import (
     tree,
 )
 from funcnn.checkpoint import load, save
-from funcnn.combinators import residual, serial
+from funcnn.combinators import parallel, residual, serial
 from funcnn.grad import grad, value_and_grad
 from funcnn.layers import (
     ELU,
@@ -55,6 +55,6 @@ __all__ = [
     "BatchNorm", "Dropout", "ELU", "GELU", "FitResult", "Identity", "Key", "Layer", "LayerNorm",
     "LeakyReLU", "Linear", "LogSoftmax", "Params", "Pullback", "ReLU", "ResNetBlock", "SiLU",
     "Sigmoid", "Softmax", "Softplus", "State", "Tanh", "data", "datasets", "debug", "errors", "fit", "grad", "interop",
-    "layers", "load", "losses", "optim", "random", "residual", "save", "serial", "summary",
+    "layers", "load", "losses", "optim", "parallel", "random", "residual", "save", "serial", "summary",
     "testing", "train", "train_step", "tree", "value_and_grad",
 ]

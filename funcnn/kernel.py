@@ -111,7 +111,10 @@ def no_check(params, x, key, state, mode) -> None:
 
 
 def check_dy(dy, y, name: str):
-    """``dy`` if it can be the cotangent of ``y`` (an array of its shape)."""
+    """``dy`` if it can be the cotangent of ``y``: an array of its shape, or for a tuple
+    ``y`` (branches) a tuple of such arrays."""
+    if isinstance(y, tuple):
+        return check_cotangent(dy, tuple(branch.shape for branch in y), name)
     return check_cotangent(dy, y.shape, name)
 
 

@@ -13,15 +13,21 @@ from funcnn.layers.activations import (
     Softplus,
     Tanh,
 )
+from funcnn.layers.branches import FanInConcat, FanInSum, FanOut
 from funcnn.layers.dropout import Dropout
 from funcnn.layers.linear import Linear
 from funcnn.layers.normalization import BatchNorm, LayerNorm
+from funcnn.layers.reshape import Flatten
 from funcnn.layers.resnet import ResNetBlock
 
 __all__ = [
     "BatchNorm",
     "Dropout",
     "ELU",
+    "FanInConcat",
+    "FanInSum",
+    "FanOut",
+    "Flatten",
     "GELU",
     "Identity",
     "LayerNorm",
