@@ -110,3 +110,8 @@ class ParamsError(LayerError, StructureError):
     """A layer got params that are not its own (missing/unexpected keys, wrong shapes or
     dtypes). A :class:`LayerError`, so combinators prepend the index path, and a
     :class:`StructureError`, so code catching that keeps working."""
+
+
+class IntegerTargetWarning(UserWarning):
+    """A regression loss (``mse``, ``l1``, ``huber``) got integer targets: usually class
+    labels meant for ``softmax_cross_entropy``. Cast the targets to float to silence it."""

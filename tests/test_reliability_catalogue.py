@@ -40,6 +40,7 @@ from funcnn.errors import (
     CheckpointError,
     FuncnnError,
     InputTypeError,
+    IntegerTargetWarning,
     NonFiniteDataError,
     NonFiniteError,
     NonFiniteLossError,
@@ -190,8 +191,9 @@ def model_rows() -> list[Row]:
         Row("value_and_grad", "y of shape (N,) for pred (N, 1)", lambda t: VG(PARAMS, X, Y[:, 0]),
             ShapeError, ("pred has shape (5, 1) but target has shape (5,)",
                          "target.reshape(pred.shape)")),
-        Row("value_and_grad", "y: int array", lambda t: VG(PARAMS, X, np.ones((5, 1), np.int64)),
-            Ok("accepted: cast to pred's dtype", lambda r: r[1]["0"]["weight"].dtype == np.float32)),
+        Row("value_and_grad", "y: int array (class labels given to mse?)",
+            lambda t: VG(PARAMS, X, np.ones((5, 1), np.int64)), IntegerTargetWarning,
+            ("mse: target has integer dtype int64", "softmax_cross_entropy")),
         Row("value_and_grad", "y: complex array", lambda t: VG(PARAMS, X, Y.astype(complex)),
             InputTypeError, ("mse: target must be real numbers, got dtype complex128",)),
         Row("value_and_grad", "y: object array", lambda t: VG(PARAMS, X, Y.astype(object)),
@@ -297,7 +299,10 @@ def loss_rows() -> list[Row]:
             Row(f"loss {name}", "target: Python list", lambda t, l=loss: l(PRED, TARGET.tolist()),
                 InputTypeError, (f"{name}: target must be a numpy array, got list", "np.asarray(target)")),
             Row(f"loss {name}", "target: int array", lambda t, l=loss: l(PRED, (TARGET > 0.5).astype(int)),
-                Ok("accepted: cast to pred's dtype", lambda v: isinstance(v, float))),
+                *((IntegerTargetWarning, (f"{name}: target has integer dtype int64 (cast to float32)",
+                                          "fn.losses.softmax_cross_entropy", "target.astype(np.float32)"))
+                  if name in ("mse", "l1", "huber") else
+                  (Ok("accepted: cast to pred's dtype", lambda v: isinstance(v, float)),))),
             Row(f"loss {name}", "0-d pred and target", lambda t, l=loss: l(np.array(0.5), np.array(1.0)),
                 Ok("accepted: one element", lambda v: isinstance(v, float))),
         ]
@@ -811,7 +816,7 @@ def assert_raised_by_funcnn(excinfo) -> None:
             f"raised in the test itself: {error!r}")
         return
     assert FUNCNN_DIR in innermost.parents, f"raised outside funcnn, in {innermost}: {error!r}"
-    assert isinstance(error, (FuncnnError, TypeError, ValueError, OSError)), repr(error)
+    assert isinstance(error, (FuncnnError, TypeError, ValueError, OSError, IntegerTargetWarning)), repr(error)
 
 
 @pytest.mark.parametrize("row", [as_param(row) for row in CATALOGUE])
