@@ -78,7 +78,7 @@ def input_signature(x) -> tuple | None:
     anything but an ndarray). Every check a kernel makes depends only on these."""
     if type(x) is not np.ndarray:
         return None
-    return x.dtype, (x.shape[1:] if x.ndim > 1 else x.shape)
+    return x.dtype, x.ndim, (x.shape[1:] if x.ndim > 1 else x.shape)
 
 
 class Programs:
@@ -97,20 +97,21 @@ class Programs:
     def __init__(self, rule: Kernel):
         self._rule = rule
         self._programs: dict = {}
-        self._last: tuple | None = None  # (layout, signature, program)
+        self._last: tuple | None = None  # (layout, x dtype, ndim, x.shape[1:], (key?, state?), program)
 
     def lookup(self, params, x, with_key: bool, with_state: bool) -> tuple[Layout, Program] | None:
-        signature = (input_signature(x), with_key, with_state)
         last = self._last
-        if last is not None and last[1] == signature:
-            layout = last[0]
+        if (last is not None and type(x) is np.ndarray and x.dtype is last[1] and x.ndim == last[2]
+                and x.shape[1:] == last[3] and last[4] == (with_key, with_state)):
+            layout = last[0]  # the common case, checked field by field
             if layout.known_leaves(params) is not None or layout.match(params) is not None:
-                return layout, last[2]
+                return layout, last[5]
+        signature = (input_signature(x), with_key, with_state)
         layout = layout_of(params) if type(params) is dict else None
         program = self._programs.get((layout, signature)) if layout is not None else None
         if program is None:
             return None
-        self._last = (layout, signature, program)
+        self._remember(layout, signature, program)
         return layout, program
 
     def add(self, params, x, with_key: bool, with_state: bool) -> Layout | None:
@@ -122,8 +123,13 @@ class Programs:
         if len(self._programs) >= self._MAX:
             self._programs.clear()
         self._programs[(layout, signature)] = program
-        self._last = (layout, signature, program)
+        self._remember(layout, signature, program)
         return layout
+
+    def _remember(self, layout: Layout, signature: tuple, program: Program) -> None:
+        (dtype, ndim, tail), with_key, with_state = signature
+        batched = ndim > 1  # 1-d inputs (no batch axis) take the full lookup
+        self._last = (layout, dtype, ndim, tail, (with_key, with_state), program) if batched else None
 
 
 def grad(model: Layer, loss) -> Callable[..., Params]:

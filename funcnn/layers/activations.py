@@ -36,14 +36,19 @@ def _activation(name: str, forward, backward, uses_input: bool = True, check_x=N
         if check_x is not None:
             check_x(x)
 
-    def kernel_forward(params, x, key, state, mode):
-        y = forward(x)
-        return y, state, (x if uses_input else None, y)
+    if uses_input:
+        def kernel_forward(params, x, key, state, mode):
+            y = forward(x)
+            return y, state, (x, y)
+    else:  # the backward reads only y: keep nothing else
+        def kernel_forward(params, x, key, state, mode):
+            y = forward(x)
+            return y, state, y
 
     def kernel_backward(saved, dy, out, need_dx):
         if not need_dx:
             return {}, None
-        x, y = saved
+        x, y = saved if uses_input else (None, saved)
         if dy.dtype is not y.dtype and dy.dtype != y.dtype:
             dy = dy.astype(y.dtype)
         return {}, backward(x, y, dy)

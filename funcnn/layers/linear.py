@@ -82,11 +82,12 @@ def Linear(in_features: int, out_features: int, *, init: str = "he", dtype=np.fl
             dy = dy.astype(weight.dtype)
         if dy.ndim != 2:
             dy = dy.reshape(-1, out_features)
-        dweight = product(dy.T, x2, out=None if out is None else out["weight"])  # dy^T x
         ones = _ONES.get((len(dy), dy.dtype))
         if ones is None:
             ones = unit_rows(len(dy), dy.dtype)
-        dbias = np.dot(ones, dy, out=None if out is None else out["bias"])  # the sum of dy's rows
+        out_weight, out_bias = (None, None) if out is None else (out["weight"], out["bias"])
+        dweight = product(dy.T, x2, out_weight)  # dy^T x (out positional: cheaper dispatch)
+        dbias = np.dot(ones, dy, out_bias)  # the sum of dy's rows
         grads = out if out is not None else {"weight": dweight, "bias": dbias}
         if not need_dx:
             return grads, None
