@@ -45,13 +45,19 @@ HISTORY_KEYS = ("train_loss", "val_loss", "lr", "time")
 
 
 class BestModel(NamedTuple):
-    """One of the best models seen: its monitored loss, epoch (0-based), params and model
-    state (BatchNorm statistics; ``{}`` for a model without state)."""
+    """One of the best models seen: its monitored loss, the epoch after which it was
+    taken (counted from 1, as the progress lines, the examples' ``metrics.json`` and the
+    messages count), its params and model state (BatchNorm statistics; ``{}`` for a
+    model without state)."""
 
     loss: float
     epoch: int
     params: Params
     state: State | None = None
+
+    def __repr__(self) -> str:
+        return (f"BestModel(loss={self.loss:.6g}, epoch={self.epoch}, "
+                f"params={_describe_tree(self.params)}, state={_describe_tree(self.state)})")
 
 
 class FitResult(NamedTuple):
@@ -86,6 +92,24 @@ class FitResult(NamedTuple):
         """The model state that goes with :attr:`best_params`."""
         return self.best[0].state if self.best else self.state
 
+    def __repr__(self) -> str:
+        epochs = len(self.history.get("train_loss", ()))
+        losses = ", ".join(f"{name} {values[-1]:.6g}" for name, values in self.history.items()
+                           if name.endswith("loss") and len(values))
+        best = ", ".join(f"(loss={m.loss:.6g}, epoch={m.epoch})" for m in self.best)
+        return (f"FitResult(params={_describe_tree(self.params)}, "
+                f"opt_state={_describe_tree(self.opt_state)}, state={_describe_tree(self.state)}, "
+                f"history=<{epochs} epochs{': last ' + losses if losses else ''}>, best=[{best}], "
+                f"stop_reason={self.stop_reason!r})")
+
+
+def _describe_tree(tree_) -> str:
+    """``<3 arrays, 1,057 values>``: a tree's size, not its values."""
+    if not isinstance(tree_, dict):
+        return repr(tree_)
+    leaves = [leaf for leaf in tree.leaves(tree_) if not isinstance(leaf, dict)]
+    return f"<{len(leaves)} arrays, {sum(int(np.size(leaf)) for leaf in leaves):,} values>"
+
 
 class _Run(NamedTuple):
     """Everything that changes during training, replaced as one object (one assignment)
@@ -112,7 +136,7 @@ def fit(
     optimizer,
     params: Params,
     train: tuple[np.ndarray, np.ndarray],
-    *,
+    *misplaced,
     epochs: int,
     batch_size: int,
     key,
@@ -165,6 +189,10 @@ def fit(
         NonFiniteLossError: a training or validation loss was NaN or Inf; names the
             epoch and batch; ``error.result`` holds the last finite state and best-k.
     """
+    if misplaced:  # fit(model, loss, opt, params, x, y): a Python error would not say the fix
+        raise TypeError(f"fit: got {len(misplaced)} positional argument(s) after train; pass the "
+                        "data as one pair, fit(model, loss, optimizer, params, (x, y), epochs=..., "
+                        "batch_size=..., key=...), and everything after it by keyword")
     loss_gradient_rule(loss)  # rejects a loss without a gradient rule before any work
     _check_fit_args(model, optimizer, epochs, batch_size, keep_best, patience, min_delta)
     x, y = _pair(train, "train")
@@ -195,8 +223,13 @@ def fit(
                elapsed=0.0, history={k: () for k in HISTORY_KEYS}, best=())
     if resume and os.path.exists(os.path.join(folder, LATEST)):
         run = _load_latest(folder, params, opt_state, state, key, batch_size, len(x))
-        report.message(f"resuming from {os.path.join(folder, LATEST)} at epoch {run.epoch + 1}, "
-                       f"batch {run.batch + 1}")
+        where = os.path.join(folder, LATEST)
+        if run.epoch >= epochs:
+            report.message(f"{where}: already complete ({run.epoch} of {epochs} epochs); nothing "
+                           "to train (pass a larger epochs= to train on)")
+        else:
+            report.message(f"resuming from {where} in epoch {run.epoch + 1} after {run.batch} of "
+                           f"{total} batches")
     elif resume:
         report.message(f"no checkpoint in {folder}; starting from scratch")
 
@@ -254,21 +287,22 @@ def fit(
                 epoch=epoch + 1, batch=0, loss_sum=0.0, count=0, elapsed=0.0,
                 since_best=0 if improved else run.since_best + 1,
                 history={k: (*run.history[k], v) for k, v in zip(HISTORY_KEYS, record)},
-                best=_keep_best(run.best, BestModel(monitored, epoch, run.params, run.state), keep_best),
+                best=_keep_best(run.best, BestModel(monitored, epoch + 1, run.params, run.state),
+                                keep_best),
             )
             report.epoch(epoch, train_loss, val_loss if val is not None else None, seconds,
                          "  *" if improved else "")
             checkpoint()
             if patience is not None and run.since_best >= patience:
                 report.message(f"early stopping: no improvement for {patience} epochs; "
-                               f"restoring the best params (epoch {run.best[0].epoch + 1})")
+                               f"restoring the best params (epoch {run.best[0].epoch})")
                 return snapshot("early_stopping")
     except KeyboardInterrupt:
         if run.epoch == epoch:  # inside an epoch: keep the time it has taken so far
             run = run._replace(elapsed=run.elapsed + time.perf_counter() - started)
         checkpoint()
         where = f" (saved to {folder})" if folder is not None else ""
-        report.message(f"interrupted at epoch {run.epoch + 1}, batch {run.batch}; "
+        report.message(f"interrupted in epoch {run.epoch + 1} after {run.batch} of {total} batches; "
                        f"returning what was trained so far{where}")
         return snapshot("interrupted")
     except NonFiniteLossError as error:
@@ -352,7 +386,8 @@ def _load_latest(folder, params, opt_state, model_state, key, batch_size, n):
             )
         history = {name: tuple(record["history"][name].tolist()) for name in HISTORY_KEYS}
         best_params, best_states = record["best"]["params"], record["best"].get("state", {})
-        best = tuple(BestModel(float(loss), int(epoch), best_params[str(i)],
+        shift = 0 if "state" in record["best"] else 1  # checkpoints before 0.2 counted from 0
+        best = tuple(BestModel(float(loss), int(epoch) + shift, best_params[str(i)],
                                best_states.get(str(i), {}))
                      for i, (loss, epoch) in enumerate(zip(record["best"]["loss"], record["best"]["epoch"])))
         return _Run(record["params"], record["opt_state"], saved_model_state, epoch=int(progress["epoch"]),
@@ -368,7 +403,8 @@ def _load_latest(folder, params, opt_state, model_state, key, batch_size, n):
 
 def _check_fit_args(model, optimizer, epochs, batch_size, keep_best, patience, min_delta) -> None:
     if not isinstance(model, Layer):
-        raise TypeError(f"fit: model must be a funcnn Layer, got {type(model).__name__}")
+        raise TypeError(f"fit: model must be a funcnn Layer (e.g. fn.serial(fn.layers.Linear(2, 8), "
+                        f"fn.layers.ReLU(), fn.layers.Linear(8, 1))), got {type(model).__name__}")
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         raise TypeError(f"fit: optimizer must be an Optimizer(init, update) such as "
                         f"fn.optim.adam(1e-3), got {type(optimizer).__name__}")
@@ -392,7 +428,8 @@ def _pair(arrays, name: str) -> tuple[np.ndarray, np.ndarray]:
     x, y = arrays
     for label, a in (("x", x), ("y", y)):
         if not isinstance(a, np.ndarray):
-            raise TypeError(f"fit: {name} {label} must be a numpy array, got {type(a).__name__}")
+            raise TypeError(f"fit: {name} {label} must be a numpy array, got {type(a).__name__}; "
+                            f"convert it with np.asarray({label})")
         if a.ndim == 0:
             raise ValueError(f"fit: {name} {label} must have a sample axis (first dimension), "
                              "got a 0-d array")

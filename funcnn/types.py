@@ -82,6 +82,10 @@ class Layer(NamedTuple):
     context: bool = False
     kernel: Any = None  # funcnn.kernel.Kernel for built-in layers
 
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"{self.name} is a Layer, not a function: call model.apply(params, x) for "
+                        "its output (or model.vjp(params, x) for the output and its pullback)")
+
     def __repr__(self) -> str:
         return "\n".join(self._lines())
 

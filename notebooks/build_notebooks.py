@@ -290,7 +290,7 @@ result = fn.fit(
     epochs=EPOCHS, batch_size=64, key=fit_key, keep_best=3, progress="silent",
 )
 for i, best in enumerate(result.best, 1):
-    print(f"best model {i}: epoch {best.epoch + 1}, validation MSE {best.loss:.4g}")
+    print(f"best model {i}: epoch {best.epoch}, validation MSE {best.loss:.4g}")
 """),
         md("## The seed's plot: the best 3 models vs the reference"),
         code("""
@@ -321,7 +321,7 @@ error = np.abs(model.apply(best.params, data.x_val) - data.y_val)
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.5))
 ax0.semilogy(epochs, history["train_loss"], label="train")
 ax0.semilogy(epochs, history["val_loss"], label="validation")
-ax0.axvline(best.epoch + 1, color="gray", linestyle=":", label="best model")
+ax0.axvline(best.epoch, color="gray", linestyle=":", label="best model")
 ax0.set(xlabel="epoch", ylabel="0.5 * mean squared error", title="loss per epoch")
 ax0.legend()
 ax1.semilogy(data.x_val, error + 1e-12)
@@ -417,7 +417,7 @@ seed_result = fn.fit(
 )
 for i, best in enumerate(seed_result.best, 1):
     pred = seed_model.apply(best.params, f32(x_test))
-    print(f"best model {i} (epoch {best.epoch + 1}): test RMSE {rmse(pred, y_test):.2f} dB")
+    print(f"best model {i} (epoch {best.epoch}): test RMSE {rmse(pred, y_test):.2f} dB")
 """),
     md("## The seed's plot: test predictions vs reference, sorted by the target"),
     code("""
@@ -488,7 +488,7 @@ better_result = fn.fit(
     progress="silent",
 )
 best = better_result.best[0]
-print(f"stopped: {better_result.stop_reason or 'all epochs ran'}; best epoch {best.epoch + 1}")
+print(f"stopped: {better_result.stop_reason or 'all epochs ran'}; best epoch {best.epoch}")
 print(f"test RMSE of the best model: {rmse(predict(best.params, x_test), y_test):.2f} dB")
 """),
     code("""
@@ -504,7 +504,7 @@ for ax, (name, result, units) in zip(axes, [("seed recipe", seed_result, "dB^2")
     epochs = np.arange(1, len(h["train_loss"]) + 1)
     ax.semilogy(epochs, h["train_loss"], label="train")
     ax.semilogy(epochs, h["val_loss"], label="validation")
-    ax.axvline(result.best[0].epoch + 1, color="gray", linestyle=":", label="best model")
+    ax.axvline(result.best[0].epoch, color="gray", linestyle=":", label="best model")
     ax.set(xlabel="epoch", ylabel=f"0.5 * mean squared error ({units})", title=name)
     ax.legend()
 plt.show()

@@ -62,7 +62,7 @@ def test_best_k_entries_carry_their_state_and_early_stopping_restores_it():
     assert len(result.best) == 2
     for entry in result.best:
         assert list(entry.state) == ["1"]
-        assert int(entry.state["1"]["num_batches_tracked"]) == 6 * (entry.epoch + 1)
+        assert int(entry.state["1"]["num_batches_tracked"]) == 6 * entry.epoch  # after epoch `epoch`
     assert result.best_state is result.best[0].state
     stopped = run(epochs=30, patience=1)
     if stopped.stop_reason == "early_stopping":

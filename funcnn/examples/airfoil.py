@@ -202,14 +202,14 @@ def run(*, recipe: str = "seed", data=None, epochs: int | None = None, seed: int
         "test_rmse_db": test_rmse[0],
         "val_rmse_db": rmse(predict(best, x_val), y_val),
         "train_rmse_db": rmse(predict(best, x_train), y_train),
-        "best_epoch": best.epoch + 1,
-        "best_k": [{"val_loss": m.loss, "epoch": m.epoch + 1, "test_rmse_db": r}
+        "best_epoch": best.epoch,
+        "best_k": [{"val_loss": m.loss, "epoch": m.epoch, "test_rmse_db": r}
                    for m, r in zip(result.best, test_rmse)],
         "baseline_test_rmse_db": rmse(np.full_like(y_test, y_train.mean()), y_test),
         "train_seconds": float(np.sum(result.history["time"])),
     }
     say(stream, f"airfoil ({recipe} recipe): test RMSE of the best model (epoch "
-                f"{best.epoch + 1}): {test_rmse[0]:.3f} dB  (val {metrics['val_rmse_db']:.3f} dB, "
+                f"{best.epoch}): {test_rmse[0]:.3f} dB  (val {metrics['val_rmse_db']:.3f} dB, "
                 f"train {metrics['train_rmse_db']:.3f} dB; predicting the training mean: "
                 f"{metrics['baseline_test_rmse_db']:.3f} dB)")
     files = write_results(folder, best.params, metrics)

@@ -111,8 +111,8 @@ def loss_curves(path: Path, history: dict[str, Any], *, best_epoch: int | None =
     if np.any(np.isfinite(val)):
         ax.plot(epochs, val, label="validation (after the epoch)")
     if best_epoch is not None:
-        ax.axvline(best_epoch + 1, color="gray", linestyle=":",
-                   label=f"best model (epoch {best_epoch + 1})")
+        ax.axvline(best_epoch, color="gray", linestyle=":",  # counted from 1, like the x axis
+                   label=f"best model (epoch {best_epoch})")
     positive = np.concatenate([train[train > 0], val[np.isfinite(val) & (val > 0)]])
     if positive.size and math.isfinite(float(positive.max())):
         ax.set_yscale("log")

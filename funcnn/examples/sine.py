@@ -87,12 +87,12 @@ def run(arch: str = "mlp", *, epochs: int = EPOCHS, seed: int = 0, out=None,
     metrics = {
         "example": name, "seed": seed, "epochs": epochs,
         "epochs_run": len(result.history["train_loss"]), "stop_reason": result.stop_reason,
-        "val_mse": best.loss, "best_epoch": best.epoch + 1,
-        "best_k": [{"val_mse": m.loss, "epoch": m.epoch + 1} for m in result.best],
+        "val_mse": best.loss, "best_epoch": best.epoch,
+        "best_k": [{"val_mse": m.loss, "epoch": m.epoch} for m in result.best],
         "train_seconds": float(np.sum(result.history["time"])),
     }
     say(stream, f"{name}: best validation MSE (0.5 * mean squared error) {best.loss:.4g} "
-                f"at epoch {best.epoch + 1}")
+                f"at epoch {best.epoch}")
     files = write_results(folder, best.params, metrics)
     if plots:
         files.update(_draw(folder, model, data, result, name, stream))

@@ -109,7 +109,7 @@ def run(*, epochs: int = EPOCHS, seed: int = 0, out=None, progress: str = "auto"
     metrics = {
         "example": "xor", "seed": seed, "epochs": epochs,
         "epochs_run": len(result.history["train_loss"]), "stop_reason": result.stop_reason,
-        "loss": best.loss, "best_epoch": best.epoch + 1,
+        "loss": best.loss, "best_epoch": best.epoch,
         "predictions": [float(p) for p in pred], "targets": [float(t) for t in y[:, 0]],
         "correct": correct,
         "train_seconds": float(np.sum(result.history["time"])),
