@@ -356,3 +356,48 @@ def test_the_typed_states_name_exactly_the_entries():
                        (fn.optim.rmsprop(0.1), states.RmspropState), (fn.optim.sgd(0.1), states.SgdState)]:
         assert set(opt.init(params)) == set(typed.__required_keys__)
     assert set(fn.optim.sgd(0.1, momentum=0.9).init(params)) == set(states.SgdState.__annotations__)
+
+
+class ThreadComm:
+    """An in-process stand-in for an MPI communicator: ranks are threads, Allreduce sums."""
+
+    def __init__(self, slots, barrier, rank):
+        self.slots, self.barrier, self.rank = slots, barrier, rank
+
+    def Allreduce(self, send, recv):  # noqa: N802 -- mpi4py's name
+        self.slots[self.rank] = np.array(send, copy=True)
+        self.barrier.wait()
+        recv[...] = sum(self.slots)
+        self.barrier.wait()
+
+
+def test_sync_batchnorm_over_ranks_equals_one_batchnorm_over_the_whole_batch():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    ranks, x_all = 3, rand((10, 4, 5), seed=3, scale=2.0)
+    dy_all = rand(x_all.shape, seed=4)
+    rows = [slice(0, 4), slice(4, 7), slice(7, 10)]  # uneven slices of one global batch
+    params = batchnorm_params(4)
+    bn = L.BatchNorm(4, dtype=np.float64)
+    want_y, pullback, want_state = bn.vjp(params, x_all, state=bn.init_state())
+    want_grads, want_dx = pullback(dy_all)
+    slots, barrier = [None] * ranks, threading.Barrier(ranks)
+
+    def rank_step(rank):
+        layer = L.BatchNorm(4, dtype=np.float64, sync=ThreadComm(slots, barrier, rank))
+        y, back, state = layer.vjp(params, x_all[rows[rank]], state=layer.init_state())
+        return y, back(dy_all[rows[rank]]), state
+
+    with ThreadPoolExecutor(ranks) as pool:
+        results = list(pool.map(rank_step, range(ranks)))
+    np.testing.assert_allclose(np.concatenate([r[0] for r in results]), want_y, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(np.concatenate([r[1][1] for r in results]), want_dx, rtol=1e-10, atol=1e-13)
+    for name in ("weight", "bias"):  # each rank's share; the data-parallel allreduce sums them
+        np.testing.assert_allclose(sum(r[1][0][name] for r in results), want_grads[name], rtol=1e-12)
+    for r in results:  # the same running statistics on every rank: those of the whole batch
+        for name in ("running_mean", "running_var"):
+            np.testing.assert_allclose(r[2][name], want_state[name], rtol=1e-12)
+    assert L.BatchNorm(4, sync=ThreadComm(slots, barrier, 0)).name == "BatchNorm(4, sync)"
+    with pytest.raises(TypeError, match="BatchNorm: sync must be an mpi4py communicator"):
+        L.BatchNorm(4, sync=object())

@@ -32,7 +32,7 @@ STATE_KEYS = tuple(BatchNormState.__annotations__)
 
 
 def BatchNorm(num_features: int, *, eps: float = 1e-5, momentum: float | None = 0.1,
-              dtype=np.float32) -> Layer:
+              dtype=np.float32, sync=None) -> Layer:
     r"""Batch normalization over the channels on axis 1 (``torch.nn.BatchNorm1d/2d``).
 
     Inputs ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)``. Params ``{"weight": (C,),
@@ -58,6 +58,13 @@ def BatchNorm(num_features: int, *, eps: float = 1e-5, momentum: float | None = 
     Training needs more than one value per channel (``n = N * L`` or ``N * H * W``
     above 1), as in torch.
 
+    Data-parallel training (``fn.fit(..., comm=comm)``): by default every rank normalizes
+    with the statistics of its own slice of the batch (as torch DDP's plain BatchNorm).
+    ``sync=comm`` (an mpi4py communicator) makes the statistics those of the whole global
+    batch, as ``torch.nn.SyncBatchNorm``: the forward sums ``x`` and the squared
+    deviations over all ranks, and the backward the two sums its ``dx`` needs (three
+    small Allreduces per step), so the result equals a one-process run.
+
     Example:
         >>> bn = fn.layers.BatchNorm(3)
         >>> params, state = bn.init(0), bn.init_state()
@@ -72,7 +79,10 @@ def BatchNorm(num_features: int, *, eps: float = 1e-5, momentum: float | None = 
             raise ValueError(f"BatchNorm: momentum must be a number in [0, 1] or None, got {momentum!r}")
         momentum = float(momentum)
     dtype = _check_dtype(dtype, "BatchNorm")
-    name = f"BatchNorm({num_features})"
+    if sync is not None and not callable(getattr(sync, "Allreduce", None)):
+        raise TypeError(f"BatchNorm: sync must be an mpi4py communicator (e.g. MPI.COMM_WORLD) or "
+                        f"None, got {type(sync).__name__}")
+    name = f"BatchNorm({num_features}{', sync' if sync is not None else ''})"
     channels = (num_features,)
 
     def init(key):
@@ -101,13 +111,18 @@ def BatchNorm(num_features: int, *, eps: float = 1e-5, momentum: float | None = 
         axes = (0, *range(2, x.ndim))
         shape = (1, num_features) + (1,) * (x.ndim - 2)
         if mode.train:
-            n = x.size // num_features
+            n = _total(np.array([x.size // num_features], np.float64), sync)[0]
             if n <= 1:
                 raise ShapeError(f"expected more than 1 value per channel when training, got input "
                                  f"of shape {x.shape}; use a bigger batch or train=False", layer=name)
-            batch_mean = x.mean(axis=axes)
-            centered = x - batch_mean.reshape(shape)
-            batch_var = np.mean(centered * centered, axis=axes)
+            if sync is None:
+                batch_mean = x.mean(axis=axes)
+                centered = x - batch_mean.reshape(shape)
+                batch_var = np.mean(centered * centered, axis=axes)
+            else:  # the statistics of the global batch: sums over every rank
+                batch_mean = (_total(x.sum(axis=axes), sync) / n).astype(x.dtype)
+                centered = x - batch_mean.reshape(shape)
+                batch_var = (_total(np.sum(centered * centered, axis=axes), sync) / n).astype(x.dtype)
             inv = 1.0 / np.sqrt(batch_var + eps)
             x_hat = centered * inv.reshape(shape)
             m = momentum if momentum is not None else 1.0 / (int(count) + 1)
@@ -118,18 +133,23 @@ def BatchNorm(num_features: int, *, eps: float = 1e-5, momentum: float | None = 
             inv = 1.0 / np.sqrt(var + eps)
             x_hat = (x - mean.reshape(shape)) * inv.reshape(shape)
         y = x_hat * weight.reshape(shape) + bias.reshape(shape)
-        return y, state, (x_hat, inv.reshape(shape), weight.reshape(shape), axes, mode.train)
+        n = n if mode.train else None  # the batch statistics' count: their dx needs it
+        return y, state, (x_hat, inv.reshape(shape), weight.reshape(shape), axes, n)
 
     def backward(saved, dy, out, need_dx):
-        x_hat, inv, weight, axes, batch_statistics = saved
+        x_hat, inv, weight, axes, n = saved
         dy = dy.astype(x_hat.dtype, copy=False)
         grads = _affine_grads(dy, x_hat, axes, out)
         if not need_dx:
             return grads, None
         g = dy * weight
-        if batch_statistics:
+        if n is None:  # evaluation: the running statistics are constants
+            return grads, g * inv
+        if sync is None:
             return grads, _normalized_backward(g, x_hat, inv, axes)
-        return grads, g * inv
+        sums = _total(np.concatenate([g.sum(axis=axes), np.sum(g * x_hat, axis=axes)]), sync)
+        mean_g, mean_gx = (sums / n).astype(g.dtype).reshape(2, *inv.shape)
+        return grads, inv * (g - mean_g - x_hat * mean_gx)
 
     rule = kernel.Kernel(check, forward, backward, stateful=True)
     return kernel.layer(rule, init, name, init_state=init_state)
@@ -205,6 +225,17 @@ def _normalized_backward(g, x_hat, inv, axes: tuple):
     ``inv * (g - mean(g) - x_hat * mean(g * x_hat))``."""
     return inv * (g - g.mean(axis=axes, keepdims=True)
                   - x_hat * np.mean(g * x_hat, axis=axes, keepdims=True))
+
+
+def _total(local: np.ndarray, sync) -> np.ndarray:
+    """``local`` summed over every rank of the communicator ``sync`` (itself when None),
+    in float64."""
+    local = np.ascontiguousarray(local, dtype=np.float64)
+    if sync is None:
+        return local
+    total = np.empty_like(local)
+    sync.Allreduce(local, total)
+    return total
 
 
 # --- checks -------------------------------------------------------------------------------
