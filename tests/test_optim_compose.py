@@ -73,7 +73,9 @@ def optax_trajectory(optax_opt, params, steps, ema_decay=None, every=1):
 
     to_jax = lambda t: fn.tree.map(jnp.asarray, t)
     to_np = lambda t: fn.tree.map(np.asarray, t)
-    enable_x64 = getattr(jax, "enable_x64", None) or jax.experimental.enable_x64  # older jax
+    enable_x64 = getattr(jax, "enable_x64", None)
+    if enable_x64 is None:  # older jax
+        from jax.experimental import enable_x64
     with enable_x64(True):
         opt, p = optax_opt(), to_jax(params)
         state, update = opt.init(p), jax.jit(opt.update)  # MultiSteps is slow unjitted
