@@ -221,9 +221,9 @@ def _draw(folder, predict, result, test_rmse, x_test, y_test, recipe, stream):
     best = [(r, predict(m.params, x_test)) for m, r in zip(result.best, test_rmse)]
     units = "dB^2" if recipe == "tutorial" else "standardized units"
     return {
-        "predictions": plotting.sorted_predictions(
+        "predictions": plotting.predicted_vs_actual(
             folder / PREDICTIONS_PNG, y_test, best,
-            title=f"airfoil ({recipe} recipe): Test Data: Predictions vs Reference (Sorted by y)"),
+            title=f"airfoil ({recipe} recipe): Test Data: Predicted vs Actual"),
         "loss": plotting.loss_curves(
             folder / LOSS_PNG, result.history, best_epoch=result.best[0].epoch,
             ylabel=f"0.5 * mean squared error ({units})",
