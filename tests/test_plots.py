@@ -81,7 +81,7 @@ def test_a_long_loss_curve_gets_a_moving_average_over_the_raw_one(tmp_path, draw
 def test_moving_average_is_a_centred_geometric_mean_shorter_at_the_ends_without_nans():
     v = np.array([1.0, 100.0, 1.0, np.nan, 10.0])
     got = plots._moving_average(v, 3)
-    geo = lambda *a: float(np.exp(np.mean(np.log(a))))  # noqa: E731
+    geo = lambda *a: float(np.exp(np.mean(np.log(a))))
     np.testing.assert_allclose(got, [geo(1, 100), geo(1, 100, 1), geo(100, 1), geo(1, 10),
                                      geo(10)], rtol=1e-12)
     with_zero = plots._moving_average(np.array([0.0, 2.0, 4.0]), 3)  # no log of 0: arithmetic

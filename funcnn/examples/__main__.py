@@ -17,8 +17,8 @@ DESCRIPTIONS = {
     "sine-resnet": ("sin(x) with the tutorial's ResNet (3 blocks of 16), adam lr 0.01, batch 64",
                     1000),
     "airfoil": (
-        "UCI airfoil self-noise, test RMSE in dB; --recipe tutorial (the tutorial's settings) "
-        "or better",
+        ("UCI airfoil self-noise, test RMSE in dB; --recipe tutorial (the tutorial's settings) "
+         "or better"),
         None,
     ),
 }
