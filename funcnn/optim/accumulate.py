@@ -82,15 +82,16 @@ def accumulate(opt: Optimizer, *, every: int) -> Optimizer:
         check_params("accumulate", params)
         inner = opt.init(params)
         return {"step": np.array(0, np.int64), **lr_entry(inner),
-                "acc_grads": _zeros_like(params), "inner": inner}
+                "acc_grads": _zeros_like(params, memo), "inner": inner}
 
     def update(grads: Params, state: State, params: Params, donate: bool
                ) -> tuple[Params, State]:
         step = check_wrapper_state("accumulate", state, "acc_grads",
                                    "make it with fn.optim.accumulate(opt, every=...).init(params)")
         n, inner = step % every, state["inner"]
-        acc = _running_mean(grads, state["acc_grads"], params, n, memo)
-        if n + 1 < every:  # not yet: params unchanged
+        keep = n + 1 < every  # not the cycle's last call: keep the mean, params unchanged
+        acc = _running_mean(grads, state["acc_grads"], params, n, keep, memo)
+        if keep:
             return params, {"step": np.array(step + 1, np.int64), **lr_entry(inner),
                             "acc_grads": acc, "inner": inner}
         try:
@@ -98,31 +99,41 @@ def accumulate(opt: Optimizer, *, every: int) -> Optimizer:
         except StructureError as e:
             raise StructureError(f"accumulate: {e}") from None
         return params, {"step": np.array(step + 1, np.int64), **lr_entry(inner),
-                        "acc_grads": _zeros_like(params), "inner": inner}
+                        "acc_grads": _zeros_like(params, memo), "inner": inner}
 
     return of_kind(opt, init, update)
 
 
-def _running_mean(grads: Params, acc: Params, params: Params, n: int, memo: list) -> Params:
-    """``acc + (grads - acc) / (n + 1)``, leaf by leaf, checked against ``params``."""
+def _running_mean(grads: Params, acc: Params, params: Params, n: int, keep: bool,
+                  memo: list) -> Params:
+    """``acc + (grads - acc) / (n + 1)``, leaf by leaf, checked against ``params``.
+
+    The mean of one (``n == 0``) is ``grads`` itself, or a copy of it to ``keep`` in the
+    state (optax's ``0 + (grads - 0) / 1``, but for the sign of a zero)."""
     found = flat_of(grads, memo)
     if found is not None:
         layout, g = found
         a = layout.flat(acc, False)
         if a is not None and layout.match_any_order(params) is not None:
+            if n == 0:
+                return layout.views(g.copy()) if keep else grads
             out = np.subtract(g, a)
             np.divide(out, n + 1, out)
             return layout.views(np.add(a, out, out))
     check_params("accumulate", params)
     check_like_params("accumulate", "grads", grads, params)
     check_like_params("accumulate", "state['acc_grads']", acc, params)
+    if n == 0:
+        return tree.map(np.copy, grads) if keep else grads
     (mean,) = leafwise(lambda p, g, a: (a + (g - a) / (n + 1),), params, grads, acc, outputs=1)
     return mean
 
 
-def _zeros_like(params: Params) -> Params:
+def _zeros_like(params: Params, memo: list) -> Params:
     """Zeros shaped like ``params``: views into one fresh buffer when they can be."""
-    layout = layout_of(params)
+    layout = memo[0]
+    if layout is None or layout.match_any_order(params) is None:
+        layout = layout_of(params)
     if layout is None:
         return tree.zeros_like(params)
     return layout.views(np.zeros(layout.size, layout.dtype))
