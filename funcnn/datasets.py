@@ -1,12 +1,12 @@
-"""The seed tutorial's datasets: XOR, sin(x), and UCI Airfoil Self-Noise.
+"""The tutorial's datasets: XOR, sin(x), and UCI Airfoil Self-Noise.
 
-``xor()`` and ``sine()`` are built in memory exactly as the seed builds them.
+``xor()`` and ``sine()`` are built in memory exactly as the tutorial builds them.
 ``airfoil()`` reads the UCI file from ``path`` if given, else from the cache folder,
 else downloads it into the cache (only then is the network used)::
 
     import funcnn as fn
     x, y = fn.datasets.airfoil()                 # (1503, 5), (1503, 1)
-    train, val, test = fn.data.split(0, x, y)    # the seed's 50/20/30
+    train, val, test = fn.data.split(0, x, y)    # the tutorial's 50/20/30
 
 The cache folder is ``cache_dir=`` if given, else ``$FUNCNN_DATA_DIR`` if set, else
 ``~/.cache/funcnn``.
@@ -48,6 +48,8 @@ _AIRFOIL_BOUNDS = (
 )
 _MAX_DOWNLOAD_BYTES = 4 * 2**20  # the file is about 60 kB
 ENV_DATA_DIR = "FUNCNN_DATA_DIR"
+# How the messages say "give a file": the argument in Python, the flag of the examples' CLI.
+_GIVE_PATH = "(path= in Python, --data PATH on the command line)"
 
 
 class Dataset(NamedTuple):
@@ -77,12 +79,12 @@ def xor(dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sine(n: int = 5000, dtype: Any = np.float64) -> Dataset:
-    """``y = sin(x)`` on ``[0, 2 pi]``: the seed's regression task.
+    """``y = sin(x)`` on ``[0, 2 pi]``: the tutorial's regression task.
 
     ``x_train`` is ``n`` evenly spaced points from 0 to 2 pi (shape ``(n, 1)``);
     ``x_val`` is the same grid shifted by half a step, so every validation point lies
     between two training points (the last one just past 2 pi). Computed in float64 as in
-    the seed, then cast to ``dtype``.
+    the tutorial, then cast to ``dtype``.
 
     Example:
         >>> data = sine()
@@ -134,7 +136,7 @@ def airfoil(
     1. ``path``, if given (never downloads);
     2. ``<cache>/airfoil_self_noise.dat``, where ``<cache>`` is ``cache_dir``, else
        ``$FUNCNN_DATA_DIR``, else ``~/.cache/funcnn``;
-    3. a download from ``url`` (the seed's UCI address) into that cache file, when
+    3. a download from ``url`` (the tutorial's UCI address) into that cache file, when
        ``download`` is true. The file is written to a temporary name in the cache
        folder, synced, checked, and only then renamed into place, so an interrupted
        or bad download never leaves a partial file behind.
@@ -167,18 +169,21 @@ def airfoil(
     """
     dtype = _float_dtype(dtype, "airfoil")
     if path is not None:
-        data = _read_airfoil(Path(path), "pass path= to a good copy of the UCI file")
+        hint = f"give the path of a good copy of the UCI file {_GIVE_PATH}"
+        data = _read_airfoil(Path(path), hint)
     else:
         folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         cached = folder / AIRFOIL_FILENAME
         if cached.exists():
-            data = _read_airfoil(cached, "delete it to download it again, or pass path=")
+            data = _read_airfoil(cached, "delete it to download it again, or give the path of "
+                                         f"a good copy {_GIVE_PATH}")
         elif download:
             data = _download_airfoil(url, cached, timeout)
         else:
             raise DatasetError(
-                f"airfoil: no local copy at {cached} and download=False; pass path=, put "
-                f"the file there, or set {ENV_DATA_DIR} to a folder that holds it"
+                f"airfoil: no local copy at {cached} and download=False; give the path of a "
+                f"copy {_GIVE_PATH}, put the file there, or set {ENV_DATA_DIR} to a folder "
+                "that holds it"
             )
     data = data.astype(dtype, copy=False)
     return np.ascontiguousarray(data[:, :-1]), np.ascontiguousarray(data[:, -1:])
@@ -188,7 +193,7 @@ def _read_airfoil(path: Path, hint: str) -> np.ndarray:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise DatasetError(f"airfoil: cannot read {path}: {exc}") from exc
+        raise DatasetError(f"airfoil: cannot read {path}: {exc}; {hint}") from exc
     return _parse_airfoil(raw, str(path), hint)
 
 
@@ -232,8 +237,8 @@ def _parse_airfoil(raw: bytes, source: str, hint: str) -> np.ndarray:
 def _download_airfoil(url: str, dest: Path, timeout: float) -> np.ndarray:
     """Download ``url``, check it, then save it to ``dest`` atomically."""
     where = (
-        f"pass path= to a local copy, put the file at {dest}, or set {ENV_DATA_DIR} to a "
-        "folder that holds it"
+        f"give the path of a local copy {_GIVE_PATH}, put the file at {dest}, or set "
+        f"{ENV_DATA_DIR} to a folder that holds it"
     )
     try:
         raw = _fetch(url, timeout)

@@ -210,7 +210,7 @@ def state_leaf(state: State, name: str, layer_name: str, shape: tuple, dtype) ->
         got = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise StateError(f"state must have {name!r}, got {got}; was this state made by this "
                          "model's init_state()?", layer=layer_name) from None
-    if not isinstance(leaf, np.ndarray) or leaf.shape != shape or leaf.dtype.kind != np.dtype(dtype).kind:
+    if not isinstance(leaf, np.ndarray) or leaf.shape != shape or leaf.dtype != dtype:
         got = (f"{leaf.shape} {leaf.dtype}" if isinstance(leaf, np.ndarray) else type(leaf).__name__)
         raise StateError(f"state[{name!r}] must be an array of shape {shape} and dtype "
                          f"{np.dtype(dtype)}, got {got}", layer=layer_name)

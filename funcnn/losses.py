@@ -140,7 +140,7 @@ def _mean(a: np.ndarray):
 
 @make_loss(targets="regression")
 def mse(pred, target):
-    """Mean squared error with the seed's 1/2: ``mean(0.5 * (pred - target)**2)``.
+    """Mean squared error with the tutorial's 1/2: ``mean(0.5 * (pred - target)**2)``.
 
     Gradient: ``(pred - target) / pred.size``.
     """

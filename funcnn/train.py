@@ -13,7 +13,7 @@ write your own when you need something else::
         val_loss = fn.losses.mse(model.apply(params, x_val), y_val)
         print(epoch, loss, val_loss)
 
-On top of that loop ``fit`` keeps the best ``k`` params by validation loss (the seed
+On top of that loop ``fit`` keeps the best ``k`` params by validation loss (the tutorial
 keeps 3; params are never mutated, so it keeps references, not copies), stops early
 after ``patience`` epochs without improvement and then returns the best params, stops
 with :class:`funcnn.errors.NonFiniteLossError` at the first NaN/Inf loss, returns what
@@ -37,6 +37,7 @@ from funcnn.checkpoint import load, save
 from funcnn.errors import CheckpointError, NonFiniteLossError, StructureError
 from funcnn.grad import loss_gradient_rule, value_and_grad
 from funcnn.kernel import kernel_of
+from funcnn.optim.base import GradientTransform
 from funcnn.progress import Progress
 from funcnn.types import Layer, Params, State
 
@@ -405,6 +406,9 @@ def _check_fit_args(model, optimizer, epochs, batch_size, keep_best, patience, m
     if not isinstance(model, Layer):
         raise TypeError(f"fit: model must be a funcnn Layer (e.g. fn.serial(fn.layers.Linear(2, 8), "
                         f"fn.layers.ReLU(), fn.layers.Linear(8, 1))), got {type(model).__name__}")
+    if isinstance(optimizer, GradientTransform):
+        raise TypeError("fit: optimizer is a gradient transform (it returns grads, not params); end "
+                        "it with a rule: fn.optim.chain(transform, fn.optim.adam(1e-3))")
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         raise TypeError(f"fit: optimizer must be an Optimizer(init, update) such as "
                         f"fn.optim.adam(1e-3), got {type(optimizer).__name__}")

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.airfoil_data import AIRFOIL, AVAILABLE, MISSING
 
 from funcnn import datasets
 from funcnn.datasets import DatasetError, DownloadError
 from funcnn.errors import FuncnnError
 
-SHARED_AIRFOIL = Path(__file__).resolve().parents[2] / "shared/data/airfoil_self_noise.dat"
 SEED_URL = "http://archive.ics.uci.edu/ml/machine-learning-databases/00291/airfoil_self_noise.dat"
 # Actual ranges of the UCI columns, used to make a synthetic but valid file.
 RANGES = [(200, 20000), (0, 22.2), (0.0254, 0.3048), (31.7, 71.3), (0.0004, 0.0584), (103.4, 141)]
@@ -100,17 +100,15 @@ def test_airfoil_url_is_the_seeds():
     assert datasets.AIRFOIL_URL == SEED_URL
 
 
-@pytest.mark.skipif(
-    not SHARED_AIRFOIL.exists(), reason=f"shared data not found at {SHARED_AIRFOIL}"
-)
-def test_airfoil_from_the_shared_file():
-    x, y = datasets.airfoil(SHARED_AIRFOIL)
+@pytest.mark.skipif(not AVAILABLE, reason=MISSING)
+def test_airfoil_from_the_real_file():
+    x, y = datasets.airfoil(AIRFOIL)
     assert x.shape == (1503, 5) and y.shape == (1503, 1)
     assert x.dtype == y.dtype == np.float64
     np.testing.assert_array_equal(x[0], [800, 0, 0.3048, 71.3, 0.00266337])
     assert y[0, 0] == 126.201
-    np.testing.assert_array_equal(np.hstack([x, y]), np.loadtxt(SHARED_AIRFOIL))
-    x32, y32 = datasets.airfoil(str(SHARED_AIRFOIL), dtype=np.float32)
+    np.testing.assert_array_equal(np.hstack([x, y]), np.loadtxt(AIRFOIL))
+    x32, y32 = datasets.airfoil(str(AIRFOIL), dtype=np.float32)
     assert x32.dtype == y32.dtype == np.float32
 
 
@@ -157,7 +155,8 @@ def test_airfoil_rejects_bad_files_naming_the_path(tmp_path, content, message):
     with pytest.raises(DatasetError, match=message) as info:
         datasets.airfoil(path)
     assert str(path) in str(info.value)
-    assert "pass path=" in str(info.value)
+    hint = "give the path of a good copy of the UCI file (path= in Python, --data PATH"
+    assert hint in str(info.value)
     assert isinstance(info.value, FuncnnError) and not isinstance(info.value, DownloadError)
 
 
@@ -253,7 +252,8 @@ def test_failed_download_is_a_clear_error_and_leaves_nothing(tmp_path):
     with pytest.raises(DownloadError, match="download from .* failed") as info:
         datasets.airfoil(cache_dir=cache, url=missing)
     message = str(info.value)
-    assert "pass path=" in message and "FUNCNN_DATA_DIR" in message
+    hint = "give the path of a local copy (path= in Python, --data PATH on the command line)"
+    assert hint in message and "FUNCNN_DATA_DIR" in message
     assert str(cache / "airfoil_self_noise.dat") in message
     assert isinstance(info.value, OSError) and isinstance(info.value, FuncnnError)
     assert listing(cache) == []

@@ -401,3 +401,15 @@ def test_sync_batchnorm_over_ranks_equals_one_batchnorm_over_the_whole_batch():
     assert L.BatchNorm(4, sync=ThreadComm(slots, barrier, 0)).name == "BatchNorm(4, sync)"
     with pytest.raises(TypeError, match="BatchNorm: sync must be an mpi4py communicator"):
         L.BatchNorm(4, sync=object())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batchnorm_state_keeps_its_dtypes_through_training(dtype):
+    bn = L.BatchNorm(3, dtype=dtype)
+    state = bn.init_state()
+    for step in range(3):
+        _, _, state = bn.vjp(bn.init(0), rand((5, 3), seed=step).astype(dtype), state=state)
+    assert [state[k].dtype for k in ("running_mean", "running_var")] == [np.dtype(dtype)] * 2
+    assert state["num_batches_tracked"].dtype == np.int64 and state["num_batches_tracked"].shape == ()
+    with pytest.raises(StateError, match=r"state\['running_var'\] must be an array of shape \(3,\) and dtype"):
+        bn.apply(bn.init(0), rand((5, 3)).astype(dtype), state={**state, "running_var": state["running_var"].astype(np.float16)})

@@ -1,16 +1,17 @@
 """UCI Airfoil Self-Noise regression: ``python -m funcnn.examples airfoil``.
 
-Two recipes, both on the seed's 50/20/30 train/val/test split (made with a key derived
+Two recipes, both on the tutorial's 50/20/30 train/val/test split (made with a key derived
 from ``--seed``), both reporting the test RMSE in dB of the best model by validation
 loss:
 
-``seed`` (default): the seed's model and settings, unchanged: raw inputs and targets,
+``tutorial`` (default): the tutorial's model and settings, unchanged: raw inputs and targets,
     ``Linear(5, 8) - ReLU - residual(serial(Linear(8, 16), ReLU, ResNetBlock(16), ReLU,
     Linear(16, 8))) - ReLU - Linear(8, 1)``, Adam lr 1e-3 weight decay 1e-6, batches of
     16, 10000 epochs, best 3 kept. Slow (about 4 minutes for 10000 epochs on one core)
-    and about 6 dB: the raw frequency column (200 to 20000 Hz) dwarfs the others.
+    and 2 to 4 dB (``docs/quality.md``): the raw frequency column (200 to 20000 Hz)
+    dwarfs the others. ``seed``, its old name, still works but is deprecated.
 
-``better``: what the seed's closing remarks suggest, measured in ``docs/quality.md``:
+``better``: what the tutorial's closing remarks suggest, measured in ``docs/quality.md``:
 
     - features: log of frequency and of displacement thickness (both span two decades),
       then every input *and* the target standardized with statistics of the training
@@ -30,6 +31,7 @@ loss:
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import NamedTuple, TextIO
 
 import numpy as np
@@ -38,6 +40,7 @@ import funcnn as fn
 from funcnn.errors import NonFiniteLossError
 from funcnn.examples import (
     LOSS_PNG,
+    NOTHING_SAVED,
     PREDICTIONS_PNG,
     ExampleResult,
     output_folder,
@@ -61,16 +64,17 @@ class Recipe(NamedTuple):
     patience: int | None
 
 
-SEED = Recipe(epochs=10000, batch_size=16, lr=1e-3, weight_decay=1e-6, patience=None)
+TUTORIAL = Recipe(epochs=10000, batch_size=16, lr=1e-3, weight_decay=1e-6, patience=None)
 BETTER = Recipe(epochs=600, batch_size=32, lr=3e-3, weight_decay=1e-4, patience=150)
-RECIPES = {"seed": SEED, "better": BETTER}
+RECIPES = {"tutorial": TUTORIAL, "better": BETTER}
+OLD_RECIPE_NAMES = {"seed": "tutorial"}  # deprecated spellings, still accepted
 BETTER_WIDTH = 128
 BETTER_BLOCKS = 3
 WARMUP_EPOCHS = 5
 
 
 def seed_model() -> fn.Layer:
-    """The seed's airfoil network (about 1000 params)."""
+    """The tutorial's airfoil network (881 params), the ``tutorial`` recipe's model."""
     L = fn.layers
     inner = fn.serial(L.Linear(8, 16), L.ReLU(), L.ResNetBlock(16), L.ReLU(), L.Linear(16, 8))
     return fn.serial(L.Linear(5, 8), L.ReLU(), fn.residual(inner), L.ReLU(), L.Linear(8, 1))
@@ -111,7 +115,7 @@ class Encoding(NamedTuple):
 
 
 def _encoding(recipe_name: str, x_train: np.ndarray, y_train: np.ndarray) -> Encoding:
-    if recipe_name == "seed":
+    if recipe_name == "tutorial":
         return Encoding(lambda x: x.astype(np.float32), lambda y: y.astype(np.float32),
                         lambda z: z.astype(np.float64), None)
     x_stats = fn.data.fit_standardizer(better_features(x_train))
@@ -124,16 +128,17 @@ def _encoding(recipe_name: str, x_train: np.ndarray, y_train: np.ndarray) -> Enc
     )
 
 
-def run(*, recipe: str = "seed", data=None, epochs: int | None = None, seed: int = 0, out=None,
+def run(*, recipe: str = "tutorial", data=None, epochs: int | None = None, seed: int = 0, out=None,
         progress: str = "auto", plots: bool = True, stream: TextIO | None = None,
         dropout: float = 0.0, batchnorm: bool = False) -> ExampleResult:
     """Train an airfoil recipe and write its results.
 
     Args:
-        recipe: "seed" or "better" (see the module docstring).
+        recipe: "tutorial" or "better" (see the module docstring); "seed", the old
+            name of "tutorial", gives a DeprecationWarning.
         data: path to ``airfoil_self_noise.dat``; default: ``fn.datasets.airfoil()``'s
             cache, downloading it once if needed.
-        epochs: overrides the recipe's epochs (seed 10000, better 600); the better
+        epochs: overrides the recipe's epochs (tutorial 10000, better 600); the better
             recipe's schedule then spans the given epochs.
         seed: the key ``fn.random.key(seed)`` is split three ways: data split, init,
             shuffling.
@@ -148,9 +153,14 @@ def run(*, recipe: str = "seed", data=None, epochs: int | None = None, seed: int
         an :class:`~funcnn.examples.ExampleResult`; ``metrics["test_rmse_db"]`` is the
         best model's test RMSE in dB.
     """
+    if recipe in OLD_RECIPE_NAMES:
+        new = OLD_RECIPE_NAMES[recipe]
+        warnings.warn(f"airfoil: recipe {recipe!r} is now called {new!r}; {recipe!r} will be "
+                      "removed", DeprecationWarning, stacklevel=2)
+        recipe = new
     if recipe not in RECIPES:
         raise ValueError(f"airfoil: recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
-    if recipe == "seed" and (dropout or batchnorm):
+    if recipe != "better" and (dropout or batchnorm):
         raise ValueError("airfoil: --dropout and --batchnorm change the better recipe's model; "
                          "use them with --recipe better")
     settings = RECIPES[recipe]
@@ -162,14 +172,14 @@ def run(*, recipe: str = "seed", data=None, epochs: int | None = None, seed: int
     split_key, init_key, fit_key = fn.random.split(seed, 3)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = fn.data.split(split_key, x, y)
     enc = _encoding(recipe, x_train, y_train)
-    model = seed_model() if recipe == "seed" else better_model(dropout=dropout, batchnorm=batchnorm)
+    model = seed_model() if recipe == "tutorial" else better_model(dropout=dropout, batchnorm=batchnorm)
     params = model.init(init_key)
     steps = fn.data.num_batches(len(x_train), settings.batch_size)
-    if recipe == "seed":
+    if recipe == "tutorial":
         optimizer = fn.optim.adam(settings.lr, weight_decay=settings.weight_decay)
     else:
         optimizer = better_optimizer(settings, steps)
-    opt_name = "adam" if recipe == "seed" else "adamw"
+    opt_name = "adam" if recipe == "tutorial" else "adamw"
     say(stream, f"airfoil ({recipe} recipe): {fn.tree.size(params)} params; split "
                 f"{len(x_train)}/{len(x_val)}/{len(x_test)}; {settings.epochs} epochs, batch "
                 f"{settings.batch_size}, {opt_name} lr {settings.lr} "
@@ -186,7 +196,7 @@ def run(*, recipe: str = "seed", data=None, epochs: int | None = None, seed: int
         say(stream, f"airfoil: {error}; keeping the best models seen before it")
         result = error.result
     if not result.best:
-        raise KeyboardInterrupt  # stopped before the first epoch finished: nothing to save
+        raise KeyboardInterrupt(NOTHING_SAVED)  # stopped before the first epoch finished
 
     def predict(m, inputs):  # m: a BestModel (params and the BatchNorm statistics with them)
         if not m.state:
@@ -231,11 +241,11 @@ def _draw(folder, predict, result, test_rmse, x_test, y_test, recipe, stream):
         say(stream, plotting.MISSING)
         return {}
     best = [(r, predict(m, x_test)) for m, r in zip(result.best, test_rmse)]
-    units = "dB^2" if recipe == "seed" else "standardized units"
+    units = "dB^2" if recipe == "tutorial" else "standardized units"
     return {
-        "predictions": plotting.sorted_predictions(
+        "predictions": plotting.predicted_vs_actual(
             folder / PREDICTIONS_PNG, y_test, best,
-            title=f"airfoil ({recipe} recipe): Test Data: Predictions vs Reference (Sorted by y)"),
+            title=f"airfoil ({recipe} recipe): Test Data: Predicted vs Actual"),
         "loss": plotting.loss_curves(
             folder / LOSS_PNG, result.history, best_epoch=result.best[0].epoch,
             ylabel=f"0.5 * mean squared error ({units})",

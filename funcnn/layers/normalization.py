@@ -111,7 +111,7 @@ def BatchNorm(num_features: int, *, eps: float = 1e-5, momentum: float | None = 
         axes = (0, *range(2, x.ndim))
         shape = (1, num_features) + (1,) * (x.ndim - 2)
         if mode.train:
-            n = _total(np.array([x.size // num_features], np.float64), sync)[0]
+            n = float(_total(np.array([x.size // num_features], np.float64), sync)[0])
             if n <= 1:
                 raise ShapeError(f"expected more than 1 value per channel when training, got input "
                                  f"of shape {x.shape}; use a bigger batch or train=False", layer=name)

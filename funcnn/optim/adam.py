@@ -1,4 +1,4 @@
-"""Adam (weight decay coupled as L2, like the seed and torch) and AdamW (decoupled)."""
+"""Adam (weight decay coupled as L2, like the tutorial and torch) and AdamW (decoupled)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def adam(
     *,
     weight_decay_mask: Mask | None = None,
 ) -> DonatingOptimizer:
-    r"""Adam; the seed's rule and the same trajectory as ``torch.optim.Adam``.
+    r"""Adam; the tutorial's rule and the same trajectory as ``torch.optim.Adam``.
 
     At update :math:`t = 1, 2, \dots` with learning rate :math:`\eta_t` = ``lr(t - 1)``
     and weight decay :math:`\lambda` coupled as L2 (added to the gradient, so it is
