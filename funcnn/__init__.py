@@ -10,6 +10,7 @@ and gradients are exact::
 """
 
 from funcnn import (
+    callbacks,
     data,
     datasets,
     debug,
@@ -56,5 +57,5 @@ __all__ = [
     "LeakyReLU", "Linear", "LogSoftmax", "Params", "Pullback", "ReLU", "ResNetBlock", "SiLU",
     "Sigmoid", "Softmax", "Softplus", "State", "Tanh", "data", "datasets", "debug", "errors", "fit", "grad", "interop",
     "layers", "load", "losses", "optim", "parallel", "random", "residual", "save", "serial", "summary",
-    "testing", "train", "train_step", "tree", "value_and_grad",
+    "testing", "train", "train_step", "tree", "value_and_grad", "callbacks",
 ]

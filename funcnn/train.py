@@ -28,6 +28,7 @@ import math
 import numbers
 import os
 import time
+from collections.abc import Sequence
 from typing import Any, NamedTuple, TextIO
 
 import numpy as np
@@ -36,13 +37,15 @@ from funcnn import data, random, tree
 from funcnn.checkpoint import load, save
 from funcnn.errors import CheckpointError, NonFiniteLossError, StructureError
 from funcnn.grad import loss_gradient_rule, value_and_grad
+from funcnn.callbacks import Callback, EpochRecord, ReduceLROnPlateau, append_log, rewrite_log
 from funcnn.kernel import kernel_of
+from funcnn.optim.ema import ema_params
 from funcnn.optim.base import GradientTransform
 from funcnn.progress import Progress
 from funcnn.types import Layer, Params, State
 
 LATEST = "latest.ckpt"
-HISTORY_KEYS = ("train_loss", "val_loss", "lr", "time")
+HISTORY_KEYS = ("train_loss", "val_loss", "lr", "time", "lr_scale")
 
 
 class BestModel(NamedTuple):
@@ -69,11 +72,13 @@ class FitResult(NamedTuple):
         opt_state: the optimizer state after the last update.
         state: the model state that goes with ``params`` (BatchNorm's running
             statistics; ``{}`` for a model without state).
-        history: ``{"train_loss", "val_loss", "lr", "time"}``, one float64 entry per
-            finished epoch (``val_loss`` is NaN without validation data; ``lr`` is the
-            learning rate at the start of the epoch; ``time`` in seconds).
+        history: ``{"train_loss", "val_loss", "lr", "time", "lr_scale"}``, one float64
+            entry per finished epoch (``val_loss`` is NaN without validation data; ``lr``
+            is the learning rate the epoch's updates used, ``lr_scale`` the factor
+            ``lr_on_plateau`` put on it; ``time`` in seconds).
         best: the best models, best first (by validation loss, else training loss).
-        stop_reason: ``None`` (all epochs ran), ``"early_stopping"`` or ``"interrupted"``.
+        stop_reason: ``None`` (all epochs ran), ``"early_stopping"``, ``"callback"`` (a
+            callback returned ``"stop"``) or ``"interrupted"``.
     """
 
     params: Params
@@ -126,6 +131,7 @@ class _Run(NamedTuple):
     loss_sum: float  # sum of batch_loss * batch_size over those batches
     count: int  # samples in those batches
     since_best: int  # finished epochs since the last improvement
+    plateau: dict  # lr_on_plateau's state ({} without it)
     elapsed: float  # seconds spent on the current epoch by earlier processes (resume)
     history: dict[str, tuple[float, ...]]
     best: tuple[BestModel, ...]
@@ -153,6 +159,9 @@ def fit(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     state: State | None = None,
+    eval_params: str = "params",
+    lr_on_plateau: ReduceLROnPlateau | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> FitResult:
     """Train ``model`` on ``train = (x, y)`` with mini-batches; see the module docstring.
 
@@ -180,6 +189,15 @@ def fit(
             from batch to batch; validation runs with ``train=False``. The state is in
             the result, in every best-k entry and in the checkpoints
             (``best-<i>.state.ckpt`` beside ``best-<i>.ckpt`` for a model with state).
+        eval_params: ``"params"`` (default) validates and keeps best-k with the trained
+            params; ``"ema"`` with their average, ``fn.optim.ema_params(opt_state)``
+            (the optimizer must be an ``fn.optim.ema(...)``); best-k then holds averages.
+        lr_on_plateau: a :class:`funcnn.callbacks.ReduceLROnPlateau` that scales every
+            update down when the monitored loss stalls; its state is checkpointed.
+        callbacks: functions called after every epoch with a
+            :class:`funcnn.callbacks.EpochRecord`; one returning ``"stop"`` ends
+            training (``stop_reason="callback"``). With ``checkpoint_dir`` the records
+            are also written to ``metrics.jsonl`` there, one JSON line per epoch.
 
     Returns:
         a :class:`FitResult`.
@@ -196,6 +214,10 @@ def fit(
                         "batch_size=..., key=...), and everything after it by keyword")
     loss_gradient_rule(loss)  # rejects a loss without a gradient rule before any work
     _check_fit_args(model, optimizer, epochs, batch_size, keep_best, patience, min_delta)
+    plateau_rule = _check_plateau(lr_on_plateau)
+    callbacks = _check_callbacks(callbacks)
+    if eval_params not in ("params", "ema"):
+        raise ValueError(f"fit: eval_params must be 'params' or 'ema', got {eval_params!r}")
     x, y = _pair(train, "train")
     rule = kernel_of(model)
     if state is None:
@@ -220,10 +242,18 @@ def fit(
 
     if opt_state is None:
         opt_state = optimizer.init(params)
+    if eval_params == "ema":
+        ema_params(opt_state)  # no average in this state: the StructureError says so now
+
+    def evaluated(run_):  # the params validation and best-k use
+        return ema_params(run_.opt_state) if eval_params == "ema" else run_.params
+
+    plateau = plateau_rule.init() if plateau_rule is not None else {}
     run = _Run(params, opt_state, state, epoch=0, batch=0, loss_sum=0.0, count=0, since_best=0,
-               elapsed=0.0, history={k: () for k in HISTORY_KEYS}, best=())
+               plateau=plateau, elapsed=0.0, history={k: () for k in HISTORY_KEYS}, best=())
     if resume and os.path.exists(os.path.join(folder, LATEST)):
-        run = _load_latest(folder, params, opt_state, state, key, batch_size, len(x))
+        run = _load_latest(folder, params, opt_state, state, plateau, key, batch_size, len(x))
+        rewrite_log(folder, _records(run.history, val is not None, min_delta))
         where = os.path.join(folder, LATEST)
         if run.epoch >= epochs:
             report.message(f"{where}: already complete ({run.epoch} of {epochs} epochs); nothing "
@@ -249,7 +279,8 @@ def fit(
     try:
         for epoch in range(run.epoch, epochs):
             started = time.perf_counter()
-            lr = float(run.opt_state["lr"]) if "lr" in run.opt_state else math.nan
+            scale = float(run.plateau["scale"]) if run.plateau else 1.0
+            lr = float(run.opt_state["lr"]) * scale if "lr" in run.opt_state else math.nan
             order = data.batches(x, y, batch_size, key=random.fold_in(key, epoch),
                                  shuffle=shuffle, drop_last=drop_last)
             for xb, yb in itertools.islice(order, run.batch, None):
@@ -268,6 +299,9 @@ def fit(
                         "in error.result (try a smaller learning rate or check the data)"
                     )
                 new_params, new_state = optimizer.update(grads, run.opt_state, run.params)
+                if scale != 1.0:  # lr_on_plateau: a smaller step, as a smaller lr would make
+                    new_params = tree.map(lambda old, new: old + scale * (new - old), run.params,
+                                          new_params)
                 run = run._replace(params=new_params, opt_state=new_state, state=new_model_state,
                                    batch=run.batch + 1,
                                    loss_sum=run.loss_sum + value * len(xb),
@@ -277,23 +311,31 @@ def fit(
             train_loss = run.loss_sum / run.count
             val_loss = math.nan
             if val is not None:
-                val_loss = loss(evaluate(run.params, run.state, x_val), y_val)
+                val_loss = loss(evaluate(evaluated(run), run.state, x_val), y_val)
                 if not math.isfinite(val_loss):
                     raise NonFiniteLossError(f"validation loss is {val_loss} after epoch {epoch + 1}")
             monitored = val_loss if val is not None else train_loss
             improved = not run.best or monitored < run.best[0].loss - min_delta
             seconds = run.elapsed + time.perf_counter() - started
-            record = (train_loss, val_loss, lr, seconds)
+            row = (train_loss, val_loss, lr, seconds, scale)
             run = run._replace(  # one assignment records the finished epoch
                 epoch=epoch + 1, batch=0, loss_sum=0.0, count=0, elapsed=0.0,
                 since_best=0 if improved else run.since_best + 1,
-                history={k: (*run.history[k], v) for k, v in zip(HISTORY_KEYS, record)},
-                best=_keep_best(run.best, BestModel(monitored, epoch + 1, run.params, run.state),
+                plateau=plateau_rule.update(run.plateau, monitored) if plateau_rule else run.plateau,
+                history={k: (*run.history[k], v) for k, v in zip(HISTORY_KEYS, row)},
+                best=_keep_best(run.best, BestModel(monitored, epoch + 1, evaluated(run), run.state),
                                 keep_best),
             )
             report.epoch(epoch, train_loss, val_loss if val is not None else None, seconds,
                          "  *" if improved else "")
             checkpoint()
+            record = EpochRecord(epoch + 1, train_loss, val_loss, lr, scale, seconds, improved,
+                                 run.best[0].loss, run.best[0].epoch)
+            if folder is not None:
+                append_log(folder, record)
+            if any([callback(record) == "stop" for callback in callbacks]):  # every one sees it
+                report.message(f"stopped by a callback after epoch {epoch + 1}")
+                return snapshot("callback")
             if patience is not None and run.since_best >= patience:
                 report.message(f"early stopping: no improvement for {patience} epochs; "
                                f"restoring the best params (epoch {run.best[0].epoch})")
@@ -319,6 +361,20 @@ def batch_key(noise_key, epoch: int, batch: int):
     return random.fold_in(random.fold_in(noise_key, epoch), batch)
 
 
+def _records(history: dict, with_val: bool, min_delta: float) -> list[EpochRecord]:
+    """The epoch records of a history (as fit made them, epoch by epoch)."""
+    records, best_loss, best_epoch = [], math.inf, 0
+    columns = [history[k] for k in HISTORY_KEYS]
+    for epoch, (train_loss, val_loss, lr, seconds, scale) in enumerate(zip(*columns), start=1):
+        monitored = val_loss if with_val else train_loss
+        improved = epoch == 1 or monitored < best_loss - min_delta
+        if monitored < best_loss:
+            best_loss, best_epoch = monitored, epoch
+        records.append(EpochRecord(epoch, train_loss, val_loss, lr, scale, seconds, improved,
+                                   best_loss, best_epoch))
+    return records
+
+
 def _keep_best(best: tuple[BestModel, ...], candidate: BestModel, k: int) -> tuple[BestModel, ...]:
     """The ``k`` lowest losses, best first; ties keep the earlier epoch."""
     if math.isnan(candidate.loss):
@@ -341,6 +397,7 @@ def _save_run(folder, run: _Run, key, batch_size, n):
         "params": run.params,
         "opt_state": run.opt_state,
         "state": run.state,
+        "plateau": run.plateau,
         "key": key,
         "progress": {
             "epoch": np.array(run.epoch, np.int64),
@@ -367,7 +424,7 @@ def _save_run(folder, run: _Run, key, batch_size, n):
     save(os.path.join(folder, LATEST), record)
 
 
-def _load_latest(folder, params, opt_state, model_state, key, batch_size, n):
+def _load_latest(folder, params, opt_state, model_state, plateau, key, batch_size, n):
     path = os.path.join(folder, LATEST)
     record = load(path)
     try:
@@ -385,13 +442,18 @@ def _load_latest(folder, params, opt_state, model_state, key, batch_size, n):
                 f"{path} stopped mid-epoch with batch_size {int(progress['batch_size'])} on "
                 f"{int(progress['samples'])} samples; resume needs the same, got {batch_size} on {n}"
             )
-        history = {name: tuple(record["history"][name].tolist()) for name in HISTORY_KEYS}
+        history = {name: tuple(record["history"][name].tolist()) for name in HISTORY_KEYS[:4]}
+        epochs_done = len(history["train_loss"])  # lr_scale: 1 in checkpoints written without it
+        history["lr_scale"] = tuple(record["history"].get("lr_scale", np.ones(epochs_done)).tolist())
+        saved_plateau = record.get("plateau", {})
+        tree.assert_same_structure(plateau, saved_plateau, names=("fit's lr_on_plateau state", path))
         best_params, best_states = record["best"]["params"], record["best"].get("state", {})
         shift = 0 if "state" in record["best"] else 1  # checkpoints before 0.2 counted from 0
         best = tuple(BestModel(float(loss), int(epoch) + shift, best_params[str(i)],
                                best_states.get(str(i), {}))
                      for i, (loss, epoch) in enumerate(zip(record["best"]["loss"], record["best"]["epoch"])))
-        return _Run(record["params"], record["opt_state"], saved_model_state, epoch=int(progress["epoch"]),
+        return _Run(record["params"], record["opt_state"], saved_model_state, plateau=saved_plateau,
+                    epoch=int(progress["epoch"]),
                     batch=int(progress["batch"]), loss_sum=float(progress["loss_sum"]),
                     count=int(progress["count"]), since_best=int(progress["since_best"]),
                     elapsed=float(progress["elapsed"]), history=history, best=best)
@@ -419,6 +481,24 @@ def _check_fit_args(model, optimizer, epochs, batch_size, keep_best, patience, m
         _positive_int(patience, "patience")
     if not (isinstance(min_delta, numbers.Real) and min_delta >= 0):
         raise ValueError(f"fit: min_delta must be a number >= 0, got {min_delta!r}")
+
+
+def _check_plateau(rule) -> ReduceLROnPlateau | None:
+    if rule is not None and not isinstance(rule, ReduceLROnPlateau):
+        raise TypeError(f"fit: lr_on_plateau must be an fn.callbacks.ReduceLROnPlateau(...) or None, "
+                        f"got {type(rule).__name__}")
+    return None if rule is None else rule.check()
+
+
+def _check_callbacks(callbacks) -> tuple:
+    if callable(callbacks):
+        callbacks = (callbacks,)
+    callbacks = tuple(callbacks)
+    for i, callback in enumerate(callbacks):
+        if not callable(callback):
+            raise TypeError(f"fit: callbacks[{i}] must be a function of an EpochRecord, got "
+                            f"{type(callback).__name__}")
+    return callbacks
 
 
 def _positive_int(value: Any, name: str) -> None:

@@ -60,7 +60,7 @@ def test_best_k_really_are_the_k_lowest_validation_losses():
 
 def test_history_fields():
     result = run(epochs=4)
-    assert set(result.history) == {"train_loss", "val_loss", "lr", "time"}
+    assert set(result.history) == {"train_loss", "val_loss", "lr", "time", "lr_scale"}
     assert all(len(v) == 4 and v.dtype == np.float64 for v in result.history.values())
     assert np.all(result.history["lr"] == 0.01) and np.all(result.history["time"] > 0)
     assert result.stop_reason is None
@@ -138,7 +138,7 @@ def test_resume_after_interrupt_is_bit_exact(tmp_path, interrupt_at):
 def test_checkpoint_dir_holds_best_k_and_latest(tmp_path):
     result = run(epochs=4, checkpoint_dir=tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["best-1.ckpt", "best-2.ckpt", "best-3.ckpt", "latest.ckpt"]
+    assert names == ["best-1.ckpt", "best-2.ckpt", "best-3.ckpt", "latest.ckpt", "metrics.jsonl"]
     assert fn.tree.equal(fn.load(tmp_path / "best-1.ckpt"), result.best[0].params)
     latest = fn.load(tmp_path / "latest.ckpt")
     assert int(latest["progress"]["epoch"]) == 4 and fn.tree.equal(latest["params"], result.params)
