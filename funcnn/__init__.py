@@ -17,6 +17,7 @@ from funcnn import (
     interop,
     layers,
     losses,
+    ops,
     optim,
     random,
     testing,
@@ -52,6 +53,6 @@ __all__ = [
     "ELU", "GELU", "FitResult", "Identity", "Key", "Layer", "LeakyReLU", "Linear",
     "LogSoftmax", "Params", "Pullback", "ReLU", "ResNetBlock", "SiLU", "Sigmoid", "Softmax",
     "Softplus", "Tanh", "data", "datasets", "debug", "errors", "fit", "grad", "interop",
-    "layers", "load", "losses", "optim", "random", "residual", "save", "serial", "summary",
+    "layers", "load", "losses", "ops", "optim", "random", "residual", "save", "serial", "summary",
     "testing", "train", "train_step", "tree", "value_and_grad",
 ]

@@ -51,6 +51,10 @@ class InputTypeError(LayerError, TypeError):
     """An input is of the wrong kind: a list, an int/bool/complex/object array, ..."""
 
 
+class InputValueError(LayerError, ValueError):
+    """An input holds values the layer cannot take: an embedding index out of range."""
+
+
 class StructureError(FuncnnError, ValueError):
     """Two pytrees that must match (params and grads, params and ``like=``) do not."""
 

@@ -367,11 +367,13 @@ def test_digits_shipped_file_is_the_shared_one():
     import gzip
 
     x, y = datasets.digits(scale=False)
-    table = np.loadtxt(gzip.open(SHARED_DIGITS, "rt"), delimiter=",", dtype=np.int64)
+    with gzip.open(SHARED_DIGITS, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
     np.testing.assert_array_equal(x.reshape(-1, 64), table[:, :64])
     np.testing.assert_array_equal(y, table[:, 64])
     x2, y2 = datasets.digits(path=SHARED_DIGITS)
     np.testing.assert_array_equal(x2, datasets.digits()[0])
+    np.testing.assert_array_equal(y2, y)
 
 
 def test_digits_split_is_fixed_stratified_and_a_partition():
