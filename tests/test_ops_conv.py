@@ -287,6 +287,12 @@ def test_lists_work_like_tuples_and_the_cache_is_keyed_by_value():
     b = conv_geometry((1, 1, 6, 6), (1, 1, 3, 3), stride=(1, 2), padding=(1, 0))
     assert a == b and a.out == (6, 2)
     assert conv_geometry((1, 1, 6, 6), (1, 1, 3, 3), stride=np.int64(2)).out == (2, 2)
+    # a value equal to a cached one but of another type is still checked (True == 1 == 1.0)
+    conv_geometry((1, 1, 6, 6), (1, 1, 3, 3), padding=1, dilation=(1, 1))
+    with pytest.raises(ValueError, match="dilation must be"):
+        conv_geometry((1, 1, 6, 6), (1, 1, 3, 3), padding=1, dilation=(1, True))
+    with pytest.raises(ValueError, match="padding must be"):
+        conv_geometry((1, 1, 6, 6), (1, 1, 3, 3), padding=1.0, dilation=(1, 1))
 
 
 def test_output_is_channels_last_memory_and_dy_of_that_layout_is_not_copied():

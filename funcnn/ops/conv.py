@@ -31,7 +31,6 @@ just the fast ones.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, NamedTuple
 
@@ -41,6 +40,7 @@ from numpy.lib.stride_tricks import as_strided
 from funcnn.errors import ShapeError
 from funcnn.ops.windows import (
     Pads,
+    cached,
     conv_pads,
     int_tuple,
     interior,
@@ -120,20 +120,10 @@ def conv_geometry(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], *, st
         ShapeError: ``x_shape`` does not fit the weight (ndim, channels) or is smaller than
             the dilated kernel; the layer wrapping the op adds its name.
     """
-    args = (tuple(x_shape), tuple(weight_shape), _frozen(stride), _frozen(padding),
-            _frozen(dilation), groups)
-    try:
-        return _geometry(*args)
-    except TypeError:  # unhashable (e.g. an array among the arguments): the same checks, uncached
-        return _geometry.__wrapped__(*args)
+    return _geometry(tuple(x_shape), tuple(weight_shape), stride, padding, dilation, groups)
 
 
-def _frozen(value: Any) -> Any:
-    """Lists (of lists) as tuples, so arguments can key the cache."""
-    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
-
-
-@functools.lru_cache(maxsize=256)
+@cached
 def _geometry(x_shape, weight_shape, stride, padding, dilation, groups) -> ConvGeometry:
     where = "conv"
     n = len(weight_shape) - 2

@@ -16,13 +16,13 @@ the window, not necessarily a NaN (torch: to the last NaN).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from funcnn.errors import ShapeError
 from funcnn.ops.windows import (
+    cached,
     empty_ordered,
     int_tuple,
     interior,
@@ -77,18 +77,10 @@ def pool_geometry(x_shape: tuple[int, ...], kernel_size: Any, stride: Any = None
         ValueError: a bad hyperparameter, naming it.
         ShapeError: ``x_shape`` is not ``(N, C, *spatial)`` or is smaller than the kernel.
     """
-    args = tuple(x_shape), _frozen(kernel_size), _frozen(stride), _frozen(padding)
-    try:
-        return _geometry(*args)
-    except TypeError:  # unhashable arguments: the same checks, uncached
-        return _geometry.__wrapped__(*args)
+    return _geometry(tuple(x_shape), kernel_size, stride, padding)
 
 
-def _frozen(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
-@functools.lru_cache(maxsize=256)
+@cached
 def _geometry(x_shape, kernel_size, stride, padding) -> PoolGeometry:
     where = "pool"
     n = len(x_shape) - 2

@@ -13,8 +13,10 @@ The ops loop over the taps (9 for a 3x3 kernel), never over output positions.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,42 @@ import numpy as np
 from funcnn.errors import ShapeError
 
 Pads = tuple[tuple[int, int], ...]
+
+
+def cached(function: Callable) -> Callable:
+    """``function`` (pure, positional arguments) memoised on its arguments, lists read as
+    tuples; arguments that cannot key the cache (arrays) skip it: same checks, same result.
+
+    The key holds each argument's type as well as its value, so ``True`` or ``1.0`` never
+    finds the result cached for ``1`` (and is rejected by the checks as it should be).
+    Geometry is computed once per shape and hyperparameters, so a layer called every step
+    pays a few microseconds for it instead of its checks and index arithmetic.
+    """
+
+    @functools.lru_cache(maxsize=256)
+    def memo(types, *args):
+        return function(*args)
+
+    @functools.wraps(function)
+    def call(*args):
+        if any(type(a) is list for a in args):
+            args = tuple(_hashable(a) for a in args)
+        try:
+            return memo(_types(args), *args)
+        except TypeError:  # unhashable
+            return function(*args)
+
+    return call
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
+
+
+def _types(value: Any) -> Any:
+    if type(value) is not tuple:
+        return type(value)
+    return tuple(_types(v) if type(v) is tuple else type(v) for v in value)
 
 
 def int_tuple(value: Any, n: int, arg: str, where: str, *, minimum: int = 1) -> tuple[int, ...]:
