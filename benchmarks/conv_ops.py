@@ -1,4 +1,4 @@
-"""funcnn.ops (convolution, pooling) against torch eager, layer by layer and for T5/T6.
+"""funcnn.ops (convolution, pooling) against torch eager and jax.jit, per layer and for T5/T6.
 
     python -m benchmarks.conv_ops                  # float32, ~2 minutes on 2 cores
     python -m benchmarks.conv_ops --quick          # a smoke run (few rounds)
@@ -13,9 +13,11 @@ every implementation in a fresh random order; the first call of a block is disca
   the first convolution without ``dx`` as in a model (nobody needs the data's gradient);
 - the whole T5 and T6 models, forward + softmax cross-entropy + backward (no optimizer):
   funcnn.ops for convolutions and pools, numpy for ReLU, Flatten and Linear, against
-  ``torch.nn.Sequential`` + ``F.cross_entropy`` + ``backward()``.
+  ``torch.nn.Sequential`` + ``F.cross_entropy`` + ``backward()`` and, when jax is
+  installed, ``jax.jit(jax.value_and_grad(loss))`` of the same model (``lax`` convolution
+  in NCHW/OIHW and ``reduce_window`` max pooling).
 
-Before timing, each row checks that both sides compute the same outputs and gradients.
+Before timing, each row checks that every side computes torch's outputs and gradients.
 Also printed: what ``saved`` holds per layer, and the peak memory (tracemalloc) of the
 numpy T6 forward + backward against what it must hold. Figures go to stdout (markdown);
 none is asserted anywhere.
@@ -162,13 +164,13 @@ def layer_rows(workload, dtype, rng):
         if spec[0] == "conv":
             conv_i += 1
             rows.append((f"{name.split()[0]} conv{conv_i} {spec[1]}->{spec[2]}, x {h.shape}",
-                         *conv_pair(h, p, spec[3], need_dx=i > 0)))
+                         conv_pair(h, p, spec[3], need_dx=i > 0)))
             h = conv_forward(h, p[0], p[1], padding=spec[3])[0]
         elif spec[0] == "relu":
             h = np.maximum(h, 0)
         elif spec[0] == "pool":
             pool_i += 1
-            rows.append((f"{name.split()[0]} pool{pool_i}, x {h.shape}", *pool_pair(h, spec[1])))
+            rows.append((f"{name.split()[0]} pool{pool_i}, x {h.shape}", pool_pair(h, spec[1])))
             h = max_pool_forward(h, spec[1])[0]
         else:
             break
@@ -199,7 +201,7 @@ def conv_pair(x, p, padding, need_dx):
         yt.backward(dyt)
         return yt, wt.grad, bt.grad, xt.grad
 
-    return ours, theirs
+    return {"ops": ours, "torch": theirs}
 
 
 def pool_pair(x, k):
@@ -220,7 +222,7 @@ def pool_pair(x, k):
         yt.backward(dyt)
         return yt, xt.grad
 
-    return ours, theirs
+    return {"ops": ours, "torch": theirs}
 
 
 def model_row(workload, dtype, rng):
@@ -241,21 +243,70 @@ def model_row(workload, dtype, rng):
         loss = torch_forward_backward(model, xt, lt)
         return (loss, *[p.grad for p in model.parameters()])
 
-    return f"{name} forward + loss + backward", ours, theirs
+    impls = {"ops": ours, "torch": theirs}
+    jitted = jax_forward_backward(layers, params, x, labels)
+    if jitted is not None:
+        impls["jax.jit"] = jitted
+    return f"{name} forward + loss + backward", impls
 
 
-def check_same(ours, theirs, dtype, label):
-    """Both sides' outputs agree (float32: to 1e-3 relative to each array's scale)."""
+def check_same(impls, dtype, label):
+    """Every implementation's outputs agree with torch's (relative to each array's scale)."""
     tol = 1e-4 if dtype == np.float32 else 1e-9
-    for i, (a, b) in enumerate(zip(ours(), theirs())):
-        if b is None:
-            continue
-        b = b.detach().numpy() if hasattr(b, "detach") else b
-        a = np.asarray(a)
-        scale = max(float(np.abs(b).max()), 1e-30)
-        err = float(np.abs(a - b).max()) / scale
-        if err > tol:
-            raise AssertionError(f"{label}: output {i} differs from torch by {err:.2e} (relative)")
+    reference = [as_numpy(b) for b in impls["torch"]()]
+    for name, fn in impls.items():
+        for i, (a, b) in enumerate(zip(fn(), reference)):
+            if b is None:
+                continue
+            a = as_numpy(a)
+            err = float(np.abs(a - b).max()) / max(float(np.abs(b).max()), 1e-30)
+            if err > tol:
+                raise AssertionError(f"{label}: {name} output {i} differs from torch by {err:.2e}")
+
+
+def as_numpy(a):
+    if a is None:
+        return None
+    return a.detach().numpy() if hasattr(a, "detach") else np.asarray(a)
+
+
+def jax_forward_backward(layers, params, x, labels):
+    """``jax.jit(jax.value_and_grad(loss))`` of the same model (NCHW/OIHW), or None without jax."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+
+    def loss_fn(ps, x, labels):
+        h = x
+        for spec, p in zip(layers, ps):
+            if spec[0] == "conv":
+                pad = [(spec[3], spec[3])] * 2
+                h = jax.lax.conv_general_dilated(h, p[0], (1, 1), pad,
+                                                 dimension_numbers=("NCHW", "OIHW", "NCHW"))
+                h = h + p[1][None, :, None, None]
+            elif spec[0] == "relu":
+                h = jnp.maximum(h, 0)
+            elif spec[0] == "pool":
+                k = spec[1]
+                h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 1, k, k), (1, 1, k, k), "VALID")
+            elif spec[0] == "flatten":
+                h = h.reshape(h.shape[0], -1)
+            else:
+                h = h @ p[0].T + p[1]
+        log_p = jax.nn.log_softmax(h, axis=1)
+        return -jnp.mean(jnp.take_along_axis(log_p, labels[:, None], axis=1))
+
+    step = jax.jit(jax.value_and_grad(loss_fn))
+    ps = [tuple(jnp.asarray(a) for a in p) if p is not None else () for p in params]
+    xj, lj = jnp.asarray(x), jnp.asarray(labels)
+
+    def run():
+        loss, grads = jax.block_until_ready(step(ps, xj, lj))
+        return (loss, *[np.asarray(g) for pair in grads for g in pair])
+
+    return run
 
 
 # --- timing ----------------------------------------------------------------------------
@@ -263,7 +314,7 @@ def check_same(ours, theirs, dtype, label):
 
 def time_rows(rows, *, rounds, block_seconds, rng):
     """Interleaved: each round, every (row, side) runs a block of calls, in random order."""
-    jobs = [(label, side, fn) for label, ours, theirs in rows for side, fn in (("ops", ours), ("torch", theirs))]
+    jobs = [(label, side, fn) for label, impls in rows for side, fn in impls.items()]
     block = {}
     for label, side, fn in jobs:  # warm-up and block size
         times = []
@@ -327,6 +378,14 @@ def measure_memory(dtype, rng):
             "input": x.nbytes, "saved": saved_rows}
 
 
+def jax_version() -> str | None:
+    try:
+        import jax
+    except ImportError:
+        return None
+    return jax.__version__
+
+
 def mib(n: int) -> str:
     return f"{n / 2**20:.2f} MiB"
 
@@ -357,22 +416,28 @@ def main(argv=None) -> int:
     for workload in (T5, T6):
         rows += layer_rows(workload, dtype, rng)
         rows.append(model_row(workload, dtype, rng))
-    for label, ours, theirs in rows:
-        check_same(ours, theirs, dtype, label)
+    for label, impls in rows:
+        check_same(impls, dtype, label)
     rounds = args.rounds or (2 if args.quick else 15)
     samples, others = time_rows(rows, rounds=rounds, block_seconds=0.02 if args.quick else 0.15, rng=rng)
-    info = harness.machine_info({"torch": torch.__version__})
+    info = harness.machine_info({"torch": torch.__version__, "jax": jax_version()})
     print(f"# funcnn.ops vs torch eager, {args.dtype}, forward + backward\n")
     print(f"{info['cpu']}, {info['usable_cpus']} usable cores; numpy {info['numpy']}, torch "
-          f"{info['torch']} ({torch.get_num_threads()} threads), BLAS threads "
+          f"{info['torch']} ({torch.get_num_threads()} threads), jax {info['jax']}, BLAS threads "
           f"{[b.get('num_threads') for b in info['blas']]}; {info['funcnn']}; "
           f"{rounds} interleaved rounds; other processes used {others:.2f} cores meanwhile.\n"
           if others is not None else "\n")
-    print("| what | funcnn.ops | torch eager | ops / torch |")
-    print("| --- | --- | --- | --- |")
-    for label, _, _ in rows:
+    print("| what | funcnn.ops | torch eager | ops / torch | jax.jit | ops / jax.jit |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for label, impls in rows:
         a, b = samples[label, "ops"], samples[label, "torch"]
-        print(f"| {label} | {fmt_ms(a)} | {fmt_ms(b)} | {np.median(a) / np.median(b):.2f} |")
+        line = f"| {label} | {fmt_ms(a)} | {fmt_ms(b)} | {np.median(a) / np.median(b):.2f} |"
+        if "jax.jit" in impls:
+            c = samples[label, "jax.jit"]
+            line += f" {fmt_ms(c)} | {np.median(a) / np.median(c):.2f} |"
+        else:
+            line += " | |"
+        print(line)
     mem = measure_memory(dtype, rng)
     must = mem["activations"] + mem["params"] + mem["grads"] + mem["input"]
     print(f"\nT6 numpy forward + backward, peak traced memory {mem['peak'] / 2**20:.1f} MiB; "
