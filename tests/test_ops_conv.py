@@ -82,18 +82,19 @@ def conv_cases(draw, dims=(1, 2)):
 
 
 
-@given(case=conv_cases(), dy_layout=st.sampled_from(LAYOUTS),
-       keep_cols=st.booleans())
-def test_forward_and_grads_equal_torch(case, dy_layout, keep_cols):
+@given(case=conv_cases(), dy_layout=st.sampled_from(LAYOUTS), chunk=st.sampled_from([1, 2, None]))
+def test_forward_and_grads_equal_torch(case, dy_layout, chunk):
+    """``chunk``: samples per chunk of cols (None: all in one, kept for the backward)."""
     x, weight, bias, kw, rng = case
     x, weight = frozen(x), frozen(weight)
     bias = None if bias is None else frozen(bias)
-    dy = frozen(relayout(rng.standard_normal(conv_geometry(x.shape, weight.shape, **kw).y_shape),
-                         dy_layout))
+    g = conv_geometry(x.shape, weight.shape, **kw)
+    dy = frozen(relayout(rng.standard_normal(g.y_shape), dy_layout))
+    per_sample = np.prod(g.out) * (np.prod(g.kernel) * g.in_channels + g.groups) * x.itemsize
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(conv_ops, "CHUNK_BYTES", 1 << 30 if keep_cols else 1)  # else a sample a chunk
+        patch.setattr(conv_ops, "CHUNK_BYTES", 1 << 40 if chunk is None else int(chunk * per_sample))
         y, saved = conv_forward(x, weight, bias, **kw)
-        assert (saved.cols is not None) == (keep_cols or len(x) == 1)
+        assert (saved.cols is not None) == (chunk is None or chunk >= len(x))
         dweight, dbias, dx = conv_backward(saved, dy, need_dx=True)
     ty, tdw, tdb, tdx = torch_conv(x, weight, bias, dy, **kw)
     assert_close(y, ty, "y")

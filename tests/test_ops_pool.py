@@ -15,6 +15,7 @@ from funcnn.ops import (
     max_pool_forward,
     pool_geometry,
 )
+from funcnn.ops import pool as pool_ops
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -53,13 +54,16 @@ def pool_cases(draw, dims=(1, 2), padding_fills=True):
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
-@given(case=pool_cases(), dy_layout=st.sampled_from(LAYOUTS))
-def test_forward_and_grads_equal_torch(kind, case, dy_layout):
+@given(case=pool_cases(), dy_layout=st.sampled_from(LAYOUTS), one_block=st.booleans())
+def test_forward_and_grads_equal_torch(kind, case, dy_layout, one_block):
+    """``one_block``: all samples in one block of passes, else a sample a block."""
     x, kernel, stride, padding, rng = case
     forward, backward = OPS[kind]
-    y, saved = forward(frozen(x), kernel, stride, padding)
-    dy = relayout(rng.standard_normal(y.shape), dy_layout)
-    dx = backward(saved, frozen(dy))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pool_ops, "BLOCK_BYTES", 1 << 40 if one_block else 1)
+        y, saved = forward(frozen(x), kernel, stride, padding)
+        dy = relayout(rng.standard_normal(y.shape), dy_layout)
+        dx = backward(saved, frozen(dy))
     ty, tdx = torch_pool(kind, x, dy, kernel, stride, padding)
     assert y.shape == ty.shape and dx.shape == x.shape
     np.testing.assert_allclose(y, ty, rtol=1e-10, atol=1e-12)

@@ -33,6 +33,11 @@ from funcnn.ops.windows import (
     tap_slices,
 )
 
+BLOCK_BYTES = 1 << 20
+"""Pools run all their passes over one block of samples (about this much input) before the
+next: a 2x2 max pool over T6's 128 x 32 x 26 x 26 floats took 4.7 ms in blocks of 8 samples
+(0.7 MB) and 5.9 ms in one (11 MB), one thread."""
+
 
 class PoolGeometry(NamedTuple):
     """Sizes and per-tap slices of one pooling (from :func:`pool_geometry`)."""
@@ -120,24 +125,32 @@ def max_pool_forward(x: np.ndarray, kernel_size: Any, stride: Any = None,
         [[[[5.0, 7.0], [13.0, 15.0]]]]
     """
     g = pool_geometry(x.shape, kernel_size, stride, padding)
-    taps = [_padded(x, g, -np.inf)[where] for where in g.taps]
+    source = _padded(x, g, -np.inf)
     y = np.empty_like(x, shape=g.y_shape)
+    winner = np.empty_like(y, dtype=np.min_scalar_type(len(g.taps) - 1))
     beats = np.empty_like(y, dtype=bool)
-    index = np.min_scalar_type(len(taps) - 1)
+    tagged = np.empty_like(winner)
+    for b in _blocks(source):  # all the passes over a block, while it is in cache
+        _max_taps([source[b][where] for where in g.taps], y[b], winner[b], beats[b], tagged[b])
+    return y, MaxPoolSaved(winner, x.dtype, g)
+
+
+def _max_taps(taps: list[np.ndarray], y: np.ndarray, winner: np.ndarray, beats: np.ndarray,
+              tagged: np.ndarray) -> None:
+    """``y`` = the max over ``taps``, ``winner`` = the first tap that holds it."""
     if len(taps) == 1:
         np.copyto(y, taps[0])
-        return y, MaxPoolSaved(np.zeros_like(y, dtype=index), x.dtype, g)
+        winner[...] = 0
+        return
     np.greater(taps[1], taps[0], out=beats)  # strictly: the first of equal maxima wins
     np.maximum(taps[0], taps[1], out=y)
-    winner = beats.astype(index)
-    tagged = np.empty_like(winner)
+    np.copyto(winner, beats)
     for t, view in enumerate(taps[2:], start=2):
         np.greater(view, y, out=beats)
         np.maximum(y, view, out=y)
         # winner = t where beats (t grows, so a max): masked writes (copyto where=) are 80x slower
-        np.multiply(beats, t, out=tagged, dtype=index)
+        np.multiply(beats, t, out=tagged, dtype=winner.dtype)
         np.maximum(winner, tagged, out=winner)
-    return y, MaxPoolSaved(winner, x.dtype, g)
 
 
 def max_pool_backward(saved: MaxPoolSaved, dy: np.ndarray) -> np.ndarray:
@@ -157,14 +170,15 @@ def max_pool_backward(saved: MaxPoolSaved, dy: np.ndarray) -> np.ndarray:
     won = np.empty_like(winner, dtype=bool)
     mask = np.empty_like(winner, dtype=bits)
     picked = np.empty_like(winner, dtype=bits) if g.overlapping else None
-    for t, where in enumerate(g.taps):
-        np.equal(winner, t, out=won)
-        np.negative(won, out=mask, dtype=bits)  # True -> all ones, False -> 0
-        if g.overlapping:
-            np.bitwise_and(dy_bits, mask, out=picked)
-            dx[where] += picked.view(dtype)
-        else:
-            np.bitwise_and(dy_bits, mask, out=dx[where].view(bits))
+    for b in _blocks(dx):
+        for t, where in enumerate(g.taps):
+            np.equal(winner[b], t, out=won[b])
+            np.negative(won[b], out=mask[b], dtype=bits)  # True -> all ones, False -> 0
+            if g.overlapping:
+                np.bitwise_and(dy_bits[b], mask[b], out=picked[b])
+                dx[b][where] += picked[b].view(dtype)
+            else:
+                np.bitwise_and(dy_bits[b], mask[b], out=dx[b][where].view(bits))
     return dx if g.inner is None else dx[g.inner]
 
 
@@ -180,10 +194,11 @@ def avg_pool_forward(x: np.ndarray, kernel_size: Any, stride: Any = None,
     g = pool_geometry(x.shape, kernel_size, stride, padding)
     source = _padded(x, g, 0.0)
     y = np.empty_like(x, shape=g.y_shape)
-    np.copyto(y, source[g.taps[0]])
-    for where in g.taps[1:]:
-        y += source[where]
-    y /= len(g.taps)
+    for b in _blocks(source):
+        np.copyto(y[b], source[b][g.taps[0]])
+        for where in g.taps[1:]:
+            y[b] += source[b][where]
+        y[b] /= len(g.taps)
     return y, AvgPoolSaved(x.dtype, memory_order(x), g)
 
 
@@ -192,12 +207,19 @@ def avg_pool_backward(saved: AvgPoolSaved, dy: np.ndarray) -> np.ndarray:
     dtype, order, g = saved
     share = np.divide(dy, len(g.taps), out=empty_ordered(g.y_shape, dtype, order), dtype=dtype)
     dx = (np.empty_like if g.tiled else np.zeros_like)(share, shape=g.padded_shape)
-    for where in g.taps:
-        if g.overlapping:
-            dx[where] += share
-        else:
-            dx[where] = share
+    for b in _blocks(dx):
+        for where in g.taps:
+            if g.overlapping:
+                dx[b][where] += share[b]
+            else:
+                dx[b][where] = share[b]
     return dx if g.inner is None else dx[g.inner]
+
+
+def _blocks(a: np.ndarray) -> list[slice]:
+    """Slices of the samples (first axis) of ``a``, about ``BLOCK_BYTES`` each."""
+    step = max(1, BLOCK_BYTES * len(a) // max(a.nbytes, 1))
+    return [slice(start, start + step) for start in range(0, len(a), step)]
 
 
 def _padded(x: np.ndarray, g: PoolGeometry, fill: float) -> np.ndarray:
