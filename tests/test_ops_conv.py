@@ -301,3 +301,16 @@ def test_output_is_channels_last_memory_and_dy_of_that_layout_is_not_copied():
     y, _saved = conv_forward(x, np.ones((8, 16, 3, 3)), None, padding=1)
     assert y.shape == (2, 8, 5, 5) and y.strides[1] == y.itemsize  # channels innermost
     assert y.base is not None and y.base.shape == (50, 8)
+
+
+@pytest.mark.parametrize("channels", [1, 8])
+def test_an_empty_batch_gives_empty_outputs_and_zero_grads_as_torch(channels):
+    x = np.zeros((0, channels, 5, 5))
+    weight, bias = np.ones((4, channels, 3, 3)), np.ones(4)
+    y, saved = conv_forward(x, weight, bias, padding=1)
+    dweight, dbias, dx = conv_backward(saved, np.zeros(y.shape), need_dx=True)
+    ty, tdw, tdb, tdx = torch_conv(x, weight, bias, np.zeros(y.shape), stride=1, padding=1,
+                                   dilation=1, groups=1)
+    assert y.shape == ty.shape == (0, 4, 5, 5) and dx.shape == tdx.shape == x.shape
+    np.testing.assert_array_equal(dweight, tdw)
+    np.testing.assert_array_equal(dbias, tdb)

@@ -203,3 +203,10 @@ def test_errors(shape, args, error, message):
     for forward in (max_pool_forward, avg_pool_forward):
         with pytest.raises(error, match=message):
             forward(np.zeros(shape), *args)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_an_empty_batch(kind):
+    forward, backward = OPS[kind]
+    y, saved = forward(np.zeros((0, 2, 4, 4)), 2)
+    assert y.shape == (0, 2, 2, 2) and backward(saved, np.zeros(y.shape)).shape == (0, 2, 4, 4)

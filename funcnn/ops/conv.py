@@ -260,13 +260,15 @@ def _add_dx(dx: np.ndarray, dy_groups: np.ndarray, per_tap: np.ndarray, g: ConvG
 
 
 def _chunks(g: ConvGeometry, dtype: np.dtype) -> list[tuple[slice, slice]]:
-    """Slices of samples, and of their rows, holding about ``CHUNK_BYTES`` of ``cols`` each."""
+    """Slices of samples, and of their rows, holding about ``CHUNK_BYTES`` of ``cols`` each
+    (the first is the largest; one empty chunk for an empty batch)."""
     per_sample = math.prod(g.out)
     width = g.in_channels * math.prod(g.kernel) + g.groups
     step = max(1, CHUNK_BYTES // (per_sample * width * np.dtype(dtype).itemsize))
+    starts = range(0, g.batch, step) if g.batch else [0]
     return [
-        (slice(start, min(start + step, g.batch)), slice(start * per_sample, min(start + step, g.batch) * per_sample))
-        for start in range(0, g.batch, step)
+        (slice(a, min(a + step, g.batch)), slice(a * per_sample, min(a + step, g.batch) * per_sample))
+        for a in starts
     ]
 
 
@@ -359,4 +361,4 @@ def _into(out: np.ndarray | None, value: np.ndarray) -> np.ndarray:
 
 def _by_group(matrix: np.ndarray, groups: int) -> np.ndarray:
     """``(rows, groups * k)`` as the view ``(groups, rows, k)``."""
-    return matrix.reshape(matrix.shape[0], groups, -1).transpose(1, 0, 2)
+    return matrix.reshape(matrix.shape[0], groups, matrix.shape[1] // groups).transpose(1, 0, 2)
