@@ -209,17 +209,12 @@ def conv_backward(saved: ConvSaved, dy: np.ndarray, *, need_dx: bool,
     dtype = weight.dtype
     dy2 = dy.astype(dtype, copy=False).transpose(g.to_last).reshape(g.rows, g.out_channels)
     dy_groups = _by_group(dy2, g.groups)  # (groups, rows, Og)
-    cg = g.in_channels // g.groups
-    if need_dx:
-        per_tap = np.ascontiguousarray(  # (taps, groups, Og, Cg)
-            weight.reshape(g.groups, -1, cg, len(g.taps)).transpose(3, 0, 1, 2)
-        )
-        dx = np.zeros((g.batch, *g.padded, g.in_channels), dtype)
     chunks = _chunks(g, dtype)
     kept = cols if len(chunks) == 1 else None
     store = _cols_store(g, chunks, dtype, has_bias) if kept is None else None
     if need_dx:
-        tap_product = np.empty((chunks[0][1].stop, g.in_channels), dtype)  # one for every chunk
+        dx = np.zeros((g.batch, *g.padded, g.in_channels), dtype)  # channels-last, padded
+        per_tap, tap_product = _per_tap(weight, g), np.empty((chunks[0][1].stop, g.in_channels), dtype)
     product = None  # (groups, T * Cg [+ 1], Og): dweight and, in the last row, dbias
     for samples, rows in chunks:
         cols = kept if kept is not None else _cols(source[samples], g, store)
@@ -232,19 +227,27 @@ def conv_backward(saved: ConvSaved, dy: np.ndarray, *, need_dx: bool,
             product += part
         if need_dx:
             _add_dx(dx[samples], dy_chunk, per_tap, g, tap_product)
-    n = len(g.kernel)
-    per_weight = product[:, :cg * math.prod(g.kernel)].transpose(0, 2, 1)  # (groups, Og, T * Cg)
-    if g.taps_major:  # columns (Cg, *kernel): torch's order
-        dweight_torch = per_weight.reshape(weight.shape)
-    else:  # columns (*kernel, Cg)
-        dweight_torch = per_weight.reshape(g.out_channels, *g.kernel, cg).transpose(0, n + 1, *range(1, n + 1))
-    dweight = _into(dweight_out, dweight_torch)
+    dweight = _into(dweight_out, _torch_weight_layout(product, g, weight.shape))
     dbias = _into(dbias_out, product[:, -1].reshape(-1)) if has_bias else None
     if not need_dx:
         return dweight, dbias, None
-    if g.inner is not None:
-        dx = dx[g.inner]
-    return dweight, dbias, dx.transpose(g.to_first)
+    return dweight, dbias, (dx if g.inner is None else dx[g.inner]).transpose(g.to_first)
+
+
+def _torch_weight_layout(product: np.ndarray, g: ConvGeometry, shape: tuple[int, ...]) -> np.ndarray:
+    """The weight rows of ``product`` ``(groups, T * Cg [+ 1], Og)`` as ``(O, Cg, *kernel)``."""
+    cg = g.in_channels // g.groups
+    per_weight = product[:, :cg * math.prod(g.kernel)].transpose(0, 2, 1)  # (groups, Og, T * Cg)
+    if g.taps_major:  # columns (Cg, *kernel): torch's order
+        return per_weight.reshape(shape)
+    n = len(g.kernel)  # columns (*kernel, Cg)
+    return per_weight.reshape(g.out_channels, *g.kernel, cg).transpose(0, n + 1, *range(1, n + 1))
+
+
+def _per_tap(weight: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    """``weight`` as ``(taps, groups, Og, Cg)``, contiguous (BLAS needs unit-stride rows)."""
+    by_group = weight.reshape(g.groups, -1, g.in_channels // g.groups, len(g.taps))
+    return np.ascontiguousarray(by_group.transpose(3, 0, 1, 2))
 
 
 def _add_dx(dx: np.ndarray, dy_groups: np.ndarray, per_tap: np.ndarray, g: ConvGeometry,
