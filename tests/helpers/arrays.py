@@ -12,15 +12,17 @@ def frozen(a):
 
 def relayout(a, layout):
     """The same values in another memory layout (the ops must not care):
-    ``"contiguous"``, ``"channels-last"`` (axis 1 innermost) or ``"strided"`` (every other
-    element of a larger array)."""
+    ``"contiguous"``, ``"channels-last"`` (axis 1 innermost), ``"strided"`` (every other
+    element of a larger array) or ``"reversed"`` (a negative stride on the last axis)."""
     if layout == "channels-last":
         return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 1, -1)), -1, 1)
     if layout == "strided":
         big = np.zeros((*a.shape[:-1], 2 * a.shape[-1]), a.dtype)
         big[..., ::2] = a
         return big[..., ::2]
+    if layout == "reversed":
+        return np.ascontiguousarray(a[..., ::-1])[..., ::-1]
     return np.ascontiguousarray(a)
 
 
-LAYOUTS = ("contiguous", "channels-last", "strided")
+LAYOUTS = ("contiguous", "channels-last", "strided", "reversed")
