@@ -18,6 +18,7 @@ from funcnn import (
     interop,
     layers,
     losses,
+    ops,
     optim,
     random,
     testing,
@@ -55,7 +56,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BatchNorm", "Dropout", "ELU", "GELU", "FitResult", "Identity", "Key", "Layer", "LayerNorm",
     "LeakyReLU", "Linear", "LogSoftmax", "Params", "Pullback", "ReLU", "ResNetBlock", "SiLU",
-    "Sigmoid", "Softmax", "Softplus", "State", "Tanh", "data", "datasets", "debug", "errors", "fit", "grad", "interop",
-    "layers", "load", "losses", "optim", "parallel", "random", "residual", "save", "serial", "summary",
-    "testing", "train", "train_step", "tree", "value_and_grad", "callbacks",
+    "Sigmoid", "Softmax", "Softplus", "State", "Tanh", "callbacks", "data", "datasets", "debug",
+    "errors", "fit", "grad", "interop", "layers", "load", "losses", "ops", "optim", "parallel",
+    "random", "residual", "save", "serial", "summary", "testing", "train", "train_step", "tree",
+    "value_and_grad",
 ]

@@ -1,6 +1,7 @@
-"""The tutorial's datasets: XOR, sin(x), and UCI Airfoil Self-Noise.
+"""The tutorial's datasets (XOR, sin(x), UCI Airfoil Self-Noise) and UCI digits.
 
 ``xor()`` and ``sine()`` are built in memory exactly as the tutorial builds them.
+``digits()`` reads the 8x8 handwritten digits shipped inside funcnn (never the network).
 ``airfoil()`` reads the UCI file from ``path`` if given, else from the cache folder,
 else downloads it into the cache (only then is the network used)::
 
@@ -15,10 +16,13 @@ The cache folder is ``cache_dir=`` if given, else ``$FUNCNN_DATA_DIR`` if set, e
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import http.client
 import numbers
 import os
 import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib import request
@@ -109,6 +113,90 @@ def _float_dtype(dtype: Any, where: str) -> np.dtype:
     if dt is None or dt.kind != "f":
         raise TypeError(f"{where}: dtype must be a float dtype like np.float64, got {dtype!r}")
     return dt
+
+
+# --- digits -----------------------------------------------------------------------
+
+DIGITS_SHA256 = "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22"
+"""sha256 of the shipped ``digits.csv.gz``; :func:`digits` checks it on every load."""
+DIGITS_SPLITS = {"train": (0, 1, 2), "val": (3,), "test": (4,)}
+"""The fixed split: the ``k``-th image of each digit (in file order, from 0) is in the part
+whose tuple holds ``k % 5``."""
+
+
+def digits(
+    split: str | None = None,
+    *,
+    dtype: Any = np.float32,
+    scale: bool = True,
+    path: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """UCI handwritten digits: 8x8 images (1797 of them) and their labels 0..9.
+
+    The test set of the UCI Optical Recognition of Handwritten Digits data (E. Alpaydin,
+    C. Kaynak, 1998; https://doi.org/10.24432/C50P49; the file scikit-learn ships as
+    ``load_digits``), licensed CC BY 4.0 and shipped inside funcnn
+    (``funcnn/data_files/digits.csv.gz``, with its attribution beside it), so it loads
+    offline. Each pixel counts the set bits in a 4x4 block of a 32x32 bitmap (0..16).
+
+    The fixed split (``DIGITS_SPLITS``) is stratified and needs no random numbers: the
+    ``k``-th image of each digit, counting in file order from 0, is in ``"test"`` when
+    ``k % 5 == 4``, in ``"val"`` when ``k % 5 == 3``, else in ``"train"``: 1085 train
+    images (105..111 of each digit), 357 val (35..36 each) and 355 test (34..36 each).
+    Rows keep the file's order.
+
+    Args:
+        split: ``None`` for all 1797 rows, or ``"train"``, ``"val"``, ``"test"``.
+        dtype: Float dtype of the images (float32 by default, as funcnn's layers).
+        scale: Divide pixels by 16, to [0, 1] (default); ``False`` keeps the counts 0..16.
+        path: Another copy of ``digits.csv.gz`` to read (default: the shipped one).
+
+    Returns:
+        ``(images, labels)``: images ``(n, 1, 8, 8)`` (channels first, as ``Conv2d``
+        takes them; ``images.reshape(n, 64)`` for an MLP), labels ``(n,)`` int64.
+
+    Raises:
+        DatasetError: the file is missing or its sha256 is not ``DIGITS_SHA256``.
+
+    Example:
+        >>> x_train, y_train = digits("train")
+        >>> x_train.shape, x_train.dtype, y_train[:5]
+        ((1085, 1, 8, 8), dtype('float32'), array([0, 1, 2, 3, 4]))
+    """
+    dtype = _float_dtype(dtype, "digits")
+    if split is not None and split not in DIGITS_SPLITS:
+        raise ValueError(f"digits: split must be None or one of {list(DIGITS_SPLITS)}, got {split!r}")
+    table = _read_digits(Path(path) if path is not None else None)
+    if split is not None:
+        labels = table[:, 64]
+        rank = np.empty(len(table), np.int64)  # k: the how-manieth of its digit each row is
+        for digit in range(10):
+            rows = np.flatnonzero(labels == digit)
+            rank[rows] = np.arange(len(rows))
+        table = table[np.isin(rank % 5, DIGITS_SPLITS[split])]
+    images = table[:, :64].reshape(-1, 1, 8, 8).astype(dtype)
+    if scale:
+        images /= 16
+    return images, table[:, 64].astype(np.int64)
+
+
+def _read_digits(path: Path | None) -> np.ndarray:
+    """The checked table (1797, 65) of ints: 64 pixels, then the label."""
+    source = resources.files("funcnn").joinpath("data_files").joinpath("digits.csv.gz") if path is None else path
+    try:
+        raw = source.read_bytes()
+    except OSError as exc:
+        raise DatasetError(
+            f"digits: cannot read {source}: {exc}; reinstall funcnn, or pass path= to a copy"
+        ) from exc
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != DIGITS_SHA256:
+        raise DatasetError(
+            f"digits: {source} is not the UCI digits file: its sha256 is {digest}, expected "
+            f"{DIGITS_SHA256}; reinstall funcnn, or pass path= to a good copy"
+        )
+    text = gzip.decompress(raw).decode("ascii")
+    return np.array([line.split(",") for line in text.splitlines()], dtype=np.int64)
 
 
 # --- airfoil ----------------------------------------------------------------------

@@ -59,6 +59,9 @@ class StateError(LayerError, ValueError):
 class RandomKeyError(LayerError, TypeError):
     """A layer that is random in training (Dropout) was trained without ``key=``."""
 
+class InputValueError(LayerError, ValueError):
+    """An input holds values the layer cannot take: an embedding index out of range."""
+
 
 class StructureError(FuncnnError, ValueError):
     """Two pytrees that must match (params and grads, params and ``like=``) do not."""
