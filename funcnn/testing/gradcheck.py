@@ -43,7 +43,8 @@ def check_grads(
     exactly the structure and shapes of ``params``. Raises AssertionError naming the
     input or param leaf, with the analytic and numeric values.
 
-    A numeric derivative is compared with ``atol + rtol * |value|`` plus the rounding
+    An integer ``x`` (indices for an Embedding) is kept as it is and has no ``dx`` to
+    check. A numeric derivative is compared with ``atol + rtol * |value|`` plus the rounding
     error of the finite difference itself (16 float64 ulps of the objective over
     ``2 eps``), so large objectives do not fail on rounding.
 
@@ -52,7 +53,8 @@ def check_grads(
         >>> fn.testing.check_grads(bn, params, x, state=bn.init_state())
     """
     params64 = tree.astype(params, np.float64)
-    x64 = np.array(x, dtype=np.float64)
+    integer_input = np.asarray(x).dtype.kind in "iu"  # indices (Embedding): no dx to check
+    x64 = np.array(x) if integer_input else np.array(x, dtype=np.float64)
     state64 = None if state is None else tree.map(
         lambda a: a.astype(np.float64) if np.asarray(a).dtype.kind == "f" else a, state)
     context = _context(layer, key, state64, train)
@@ -73,10 +75,12 @@ def check_grads(
         out = layer.apply(p, z, **context)
         return float(np.sum(v * (out[0] if state is not None else out)))
 
-    _check_array(
-        "dx", x64, dx, lambda z: objective(params64, z), keys[1], eps, rtol, atol, directions,
-        elementwise_max_size,
-    )
+    magnitude = float(np.sum(np.abs(v * y)))  # the objective's terms, for its rounding error
+    if not integer_input:
+        _check_array(
+            "dx", x64, dx, lambda z: objective(params64, z), keys[1], eps, rtol, atol, directions,
+            elementwise_max_size, magnitude,
+        )
     flat_params = tree.flatten(params64)
     flat_grads = tree.flatten(dparams)
     for leaf_key, (path, leaf) in zip(keys[2:], flat_params.items()):
@@ -88,7 +92,7 @@ def check_grads(
 
         _check_array(
             f"dparams[{path!r}]", leaf, flat_grads[path], along_leaf, leaf_key, eps, rtol,
-            atol, directions, elementwise_max_size,
+            atol, directions, elementwise_max_size, magnitude,
         )
 
 
@@ -142,29 +146,32 @@ def check_loss_grads(loss, pred: np.ndarray, target: np.ndarray, *, seed=0, eps:
     )
 
 
-def _check_array(label, z, analytic, objective, key, eps, rtol, atol, directions, max_size):
+def _check_array(label, z, analytic, objective, key, eps, rtol, atol, directions, max_size,
+                 magnitude=0.0):
     analytic = np.asarray(analytic)
     if analytic.shape != np.shape(z):
         raise AssertionError(f"{label}: gradient shape {analytic.shape} != value shape {np.shape(z)}")
     for i, u in enumerate(random.normal(key, (directions, *np.shape(z)))):
         _compare(f"{label} along random direction {i}", float(np.vdot(analytic, u)),
-                 objective(z + eps * u), objective(z - eps * u), eps, rtol, atol)
+                 objective(z + eps * u), objective(z - eps * u), eps, rtol, atol, magnitude)
     if np.size(z) <= max_size:
         for index in np.ndindex(np.shape(z)):
             e = np.zeros(np.shape(z))
             e[index] = eps
             _compare(f"{label}[{', '.join(map(str, index))}]", float(analytic[index]),
-                     objective(z + e), objective(z - e), eps, rtol, atol)
+                     objective(z + e), objective(z - e), eps, rtol, atol, magnitude)
 
 
 _ROUNDING = 16 * np.finfo(np.float64).eps  # relative error allowed in one objective value
 
 
 def _compare(label: str, analytic: float, plus: float, minus: float, eps: float, rtol: float,
-             atol: float) -> None:
-    """Central difference ``(plus - minus) / (2 eps)`` against ``analytic``."""
+             atol: float, magnitude: float = 0.0) -> None:
+    """Central difference ``(plus - minus) / (2 eps)`` against ``analytic``; the rounding
+    allowed scales with the objective's terms (``magnitude``: ``sum |v * y|``), not only
+    its value, which may be small where large terms cancel."""
     numeric = (plus - minus) / (2 * eps)
-    rounding = _ROUNDING * (abs(plus) + abs(minus)) / (2 * eps)
+    rounding = _ROUNDING * max(abs(plus) + abs(minus), 2 * magnitude) / (2 * eps)
     allowed = atol + rtol * max(abs(analytic), abs(numeric)) + rounding
     if not abs(analytic - numeric) <= allowed:
         raise AssertionError(

@@ -13,7 +13,7 @@ straddles them) and pass ``key=``/``state=`` for models with Dropout or BatchNor
     @given(model=fst.architectures(3, 1, dropout=True, normalization=True), data=st.data())
     def test_grads(model, data):
         params = data.draw(fst.params(model))
-        x = data.draw(fst.inputs(3, max_leading_dims=1, min_side=2))
+        x = data.draw(fst.inputs(3, max_leading_dims=1, min_side=4))
         fn.testing.check_grads(model, params, x, key=fn.random.key(0), state=model.init_state())
 
 Importing this module imports hypothesis (a test-time dependency).
@@ -30,9 +30,13 @@ from funcnn import tree
 from funcnn.layers import (
     ELU,
     GELU,
+    AvgPool2d,
     BatchNorm,
+    Conv2d,
     Dropout,
+    Flatten,
     LayerNorm,
+    MaxPool2d,
     Identity,
     LeakyReLU,
     Linear,
@@ -102,7 +106,9 @@ def architectures(draw, in_features: int, out_features: int | None = None, *, ma
                   normalization: bool = False):
     """Random models built from Linear, activations, ``serial`` and ``residual``, and
     with ``dropout=True`` Dropout layers, with ``normalization=True`` BatchNorm and
-    LayerNorm layers (give those 2-D inputs of at least 2 rows, a key and a state).
+    LayerNorm layers after Linears of width 3 or more (give those 2-D inputs of at least
+    4 rows, a key and a state: normalizing 1 or 2 values is degenerate, the output then
+    barely depends on the input and a finite difference sees mostly curvature).
 
     The model maps ``(..., in_features)`` to ``(..., out_features)`` (to whatever width
     it ends at, when ``out_features`` is None). Residual blocks nest up to ``max_depth``.
@@ -125,7 +131,7 @@ def _blocks(draw, width, depth, max_blocks, max_width, dtype, acts, extras):
         if kind == "dense":
             new_width = draw(st.integers(1, max_width))
             layers.append(Linear(width, new_width, dtype=dtype))
-            if extras["normalization"]:
+            if extras["normalization"] and new_width >= 3:  # over 1 or 2 values a norm is degenerate
                 norm = draw(st.sampled_from(["none", "batch", "layer"]))
                 if norm != "none":
                     factory = BatchNorm if norm == "batch" else LayerNorm
@@ -146,3 +152,23 @@ def _blocks(draw, width, depth, max_blocks, max_width, dtype, acts, extras):
             inner.append(Linear(inner_width, width, dtype=dtype))
             layers.append(residual(serial(*inner)))
     return layers, width
+
+
+@st.composite
+def cnn_architectures(draw, in_channels: int, size: int, *, max_convs: int = 2, max_channels: int = 4,
+                      dtype=np.float64, activation_factories=SMOOTH_ACTIVATION_FACTORIES):
+    """Random CNNs on ``(N, in_channels, size, size)`` inputs: Conv2d layers (kernel 1-3,
+    stride 1-2, padding 0-1), activations, sometimes a pool, then Flatten. Every layer is
+    built to fit the spatial size it gets, so the model always applies."""
+    layers, channels = [], in_channels
+    for _ in range(draw(st.integers(1, max_convs))):
+        kernel = draw(st.integers(1, min(3, size)))
+        stride, padding = draw(st.integers(1, 2)), draw(st.integers(0, min(1, kernel // 2)))
+        out = draw(st.integers(1, max_channels))
+        layers += [Conv2d(channels, out, kernel, stride=stride, padding=padding, dtype=dtype),
+                   draw(activations(activation_factories))]
+        size, channels = (size + 2 * padding - kernel) // stride + 1, out
+        if size >= 2 and draw(st.booleans()):
+            layers.append(draw(st.sampled_from([MaxPool2d, AvgPool2d]))(2))
+            size //= 2
+    return serial(*layers, Flatten())
