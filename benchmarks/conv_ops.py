@@ -131,13 +131,13 @@ def torch_model(layers, params):
             m = torch.nn.MaxPool2d(spec[1])
         else:
             m = torch.nn.Flatten()
-        if p is not None:
+        if p is not None:  # in the params' dtype first: a float32 copy would round float64 params
+            m = m.to(torch.from_numpy(p[0]).dtype)
             with torch.no_grad():
                 m.weight.copy_(torch.from_numpy(p[0]))
                 m.bias.copy_(torch.from_numpy(p[1]))
         mods.append(m)
-    model = torch.nn.Sequential(*mods)
-    return model.to(torch.from_numpy(params[0][0]).dtype)
+    return torch.nn.Sequential(*mods)
 
 
 def torch_forward_backward(model, x, labels):
@@ -277,6 +277,8 @@ def jax_forward_backward(layers, params, x, labels):
         import jax.numpy as jnp
     except ImportError:
         return None
+    if x.dtype == np.float64:  # jax computes in float32 unless asked (process-wide, fine here)
+        jax.config.update("jax_enable_x64", True)
 
     def loss_fn(ps, x, labels):
         h = x
