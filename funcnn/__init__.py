@@ -13,6 +13,7 @@ from funcnn import (
     data,
     datasets,
     debug,
+    distributed,
     errors,
     interop,
     layers,
@@ -51,7 +52,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ELU", "GELU", "FitResult", "Identity", "Key", "Layer", "LeakyReLU", "Linear",
     "LogSoftmax", "Params", "Pullback", "ReLU", "ResNetBlock", "SiLU", "Sigmoid", "Softmax",
-    "Softplus", "Tanh", "data", "datasets", "debug", "errors", "fit", "grad", "interop",
-    "layers", "load", "losses", "optim", "random", "residual", "save", "serial", "summary",
-    "testing", "train", "train_step", "tree", "value_and_grad",
+    "Softplus", "Tanh", "data", "datasets", "debug", "distributed", "errors", "fit", "grad",
+    "interop", "layers", "load", "losses", "optim", "random", "residual", "save", "serial",
+    "summary", "testing", "train", "train_step", "tree", "value_and_grad",
 ]
