@@ -51,9 +51,11 @@ CONFIGS = (
     ("1 process, 2 threads (comm=None)", None, 2),
 )
 BASELINE, TWO_RANKS = CONFIGS[0][0], CONFIGS[2][0]
-QUIET_CORES, QUIET_TRIES, QUIET_PAUSE = 0.25, 6, 5.0  # see run_quiet
-FULL = {"rounds": 5, "steps": 40, "warmup": 5, "allreduce_rounds": 15, "profile_rounds": 10}
-QUICK = {"rounds": 1, "steps": 5, "warmup": 2, "allreduce_rounds": 2, "profile_rounds": 1}
+QUIET_CORES, QUIET_PAUSE = 0.25, 5.0  # see run_quiet
+FULL = {"rounds": 5, "steps": 40, "warmup": 5, "allreduce_rounds": 15, "profile_rounds": 10,
+        "quiet_tries": 6}
+QUICK = {"rounds": 1, "steps": 5, "warmup": 2, "allreduce_rounds": 2, "profile_rounds": 1,
+         "quiet_tries": 1}
 PROFILE_ROWS = (32, 64, 128, 256, 512)  # batch sizes of the forward + backward profile
 T6_LAYERS = ((1, 32, 3), (32, 64, 3))  # Conv2d(in, out, k), then Linear(1600,128), Linear(128,10)
 
@@ -219,17 +221,18 @@ def run_worker(ranks: int | None, threads: int, worker_args: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run_quiet(ranks: int | None, threads: int, worker_args: list[str], log) -> tuple[dict, float]:
-    """:func:`run_worker`, again (up to QUIET_TRIES times, a pause between) while other
+def run_quiet(ranks: int | None, threads: int, worker_args: list[str], tries: int,
+              log) -> tuple[dict, float]:
+    """:func:`run_worker`, again (up to ``tries`` times, a pause between) while other
     processes used more than QUIET_CORES cores during the run: on a shared 2-core machine
     one busy neighbour halves what two ranks get. Returns the result and that load."""
-    for attempt in range(QUIET_TRIES):
+    for attempt in range(tries):
         with OthersLoad() as load:
             got = run_worker(ranks, threads, worker_args)
         if load.cores is None or load.cores <= QUIET_CORES:
             break
         log(f"    other processes used {load.cores:.2f} cores: "
-            + ("again" if attempt + 1 < QUIET_TRIES else "kept (no quiet run)"))
+            + ("again" if attempt + 1 < tries else "kept (no quiet run)"))
         time.sleep(QUIET_PAUSE)
     return got, load.cores
 
@@ -241,7 +244,7 @@ def measure_steps(workload: str, cfg: dict, rng: np.random.Generator, log) -> di
         for k in rng.permutation(len(CONFIGS)):
             label, ranks, threads = CONFIGS[k]
             got, load = run_quiet(ranks, threads, ["step", workload, str(cfg["steps"]),
-                                                   str(cfg["warmup"])], log)
+                                                   str(cfg["warmup"])], cfg["quiet_tries"], log)
             step_ns[label] += got["step_ns"]
             losses[label], rows[label] = got["losses"], got["rows_on_rank"]
             loads.append(load)
@@ -305,13 +308,15 @@ def main(argv=None) -> int:
         log(f"{workload}: {len(CONFIGS)} configurations x {cfg['rounds']} rounds")
         results["workloads"][workload] = measure_steps(workload, cfg, rng, log)
         log(f"{workload}: profile of a step's parts (one process, one thread)")
-        got, load = run_quiet(None, 1, ["profile", workload, str(cfg["profile_rounds"])], log)
+        got, load = run_quiet(None, 1, ["profile", workload, str(cfg["profile_rounds"])],
+                              cfg["quiet_tries"], log)
         results["workloads"][workload]["profile"] = {
             "n_params": got["n_params"], "other_load_cores": load,
             "parts": {k: harness.summarize(v) for k, v in got["ns"].items()}}
     sizes = allreduce_sizes(args.quick)
     log(f"Allreduce: {len(sizes)} sizes on 2 ranks")
-    got, load = run_quiet(2, 1, ["allreduce", str(cfg["allreduce_rounds"]), *map(str, sizes)], log)
+    got, load = run_quiet(2, 1, ["allreduce", str(cfg["allreduce_rounds"]), *map(str, sizes)],
+                          cfg["quiet_tries"], log)
     results["allreduce"] = {"library": got["library"], "ranks": got["ranks"],
                             "sizes": {n: harness.summarize(got["ns"][str(n)]) for n in sizes},
                             "other_load_cores": load}
@@ -393,7 +398,7 @@ def render(res: dict) -> str:
         f"{res['config']['steps']} timed steps after {res['config']['warmup']} untimed ones, "
         "in a fresh random order per round; figures are medians (10th-90th percentile); a "
         f"run during which other processes used more than {QUIET_CORES} cores was run again "
-        f"(up to {QUIET_TRIES} times)",
+        f"(up to {res['config']['quiet_tries']} times)",
         "",
     ]
     for key, w in res["workloads"].items():
