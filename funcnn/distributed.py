@@ -26,6 +26,7 @@ funcnn never imports mpi4py itself (``pip install "funcnn[mpi]"`` installs it):
 from __future__ import annotations
 
 import hashlib
+import itertools
 import numbers
 import sys
 import types
@@ -127,7 +128,7 @@ def shards(num_rows: int, num_ranks: int) -> tuple[slice, ...]:
     num_ranks = _count(num_ranks, "shards", "num_ranks", minimum=1)
     q, m = divmod(num_rows, num_ranks)
     bounds = [r * q + min(r, m) for r in range(num_ranks + 1)]
-    return tuple(slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]))
+    return tuple(slice(a, b) for a, b in itertools.pairwise(bounds))
 
 
 def shard(num_rows: int, comm: Any) -> slice:

@@ -5,6 +5,7 @@ MPI is part of the test extra (funcnn[mpi]: mpi4py + the MPICH wheel, whose mpie
 beside the Python executable): a test environment without it fails here, it is not skipped.
 """
 
+import itertools
 import json
 import os
 import pathlib
@@ -16,12 +17,12 @@ import sys
 
 import numpy as np
 import pytest
+from helpers.mpi_programs import train_loop
 from hypothesis import given
 from hypothesis import strategies as st
 
 import funcnn as fn
-from funcnn.errors import DistributedError, MPIUnavailableError
-from helpers.mpi_programs import train_loop
+from funcnn.errors import MPIUnavailableError
 
 dist = fn.distributed
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def test_shards_cover_every_row_once_contiguously_evenly(rows, ranks):
     pieces = dist.shards(rows, ranks)
     assert len(pieces) == ranks
     assert pieces[0].start == 0 and pieces[-1].stop == rows
-    for a, b in zip(pieces[:-1], pieces[1:]):
+    for a, b in itertools.pairwise(pieces):
         assert a.stop == b.start  # contiguous, in rank order: every row exactly once
     sizes = [p.stop - p.start for p in pieces]
     assert min(sizes) >= 0 and max(sizes) - min(sizes) <= 1
@@ -277,7 +278,8 @@ def test_allreduce_grads_with_like_on_a_rank_without_grads(checks):
 
 
 def test_allreduce_mean_is_the_row_weighted_mean(checks):
-    got = same_on_every_rank(checks["check_allreduce_mean"])  # ranks r: value (r+1)*[1, 2], r+1 rows
+    # rank r holds the value (r + 1) * [1, 2] on r + 1 rows
+    got = same_on_every_rank(checks["check_allreduce_mean"])
     mean = (1 * 1 + 2 * 2 + 3 * 3) / 6
     assert got == pytest.approx([mean, 2 * mean], rel=1e-15)
 
@@ -318,7 +320,8 @@ def test_shard_on_three_ranks(checks):
 def test_wrong_comm_objects_under_mpi(checks, name, got):
     e = same_on_every_rank(checks["check_wrong_comms"])[name]
     assert e["type"] == "TypeError"
-    assert e["message"].startswith("comm must be an mpi4py intracommunicator such as MPI.COMM_WORLD")
+    assert e["message"].startswith("comm must be an mpi4py intracommunicator such as "
+                                   "MPI.COMM_WORLD")
     assert got in e["message"]
 
 
@@ -338,7 +341,8 @@ def test_a_world_of_one_rank_is_one_process(checks):
 def test_readme_scaling_out_script_runs_on_two_ranks(mpiexec, tmp_path):
     """The README's N-rank loop, as a script under mpiexec -n 2 (2 epochs)."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "from mpi4py" in b]
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    blocks = [b for b in blocks if "from mpi4py" in b]
     assert len(blocks) == 1
     script = tmp_path / "train.py"
     script.write_text(blocks[0].replace("range(100)", "range(2)"))

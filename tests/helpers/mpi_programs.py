@@ -235,8 +235,8 @@ def check_comm_self(comm):
 CHECKS = [check_data_same, check_data_differs, check_args_differ, check_params_extra_key,
           check_broadcast, check_broadcast_key_order, check_broadcast_structure,
           check_broadcast_mixed, check_allreduce_mixed, check_allreduce_zero_rows,
-          check_allreduce_int_leaf, check_allreduce_mean, check_on_root_writes, check_on_root_fails, check_rank_key,
-          check_shards, check_wrong_comms, check_comm_self]
+          check_allreduce_int_leaf, check_allreduce_mean, check_on_root_writes,
+          check_on_root_fails, check_rank_key, check_shards, check_wrong_comms, check_comm_self]
 
 
 def main() -> int:
