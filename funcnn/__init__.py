@@ -14,6 +14,7 @@ from funcnn import (
     data,
     datasets,
     debug,
+    distributed,
     errors,
     interop,
     layers,
@@ -57,7 +58,7 @@ __all__ = [
     "BatchNorm", "Dropout", "ELU", "GELU", "FitResult", "Identity", "Key", "Layer", "LayerNorm",
     "LeakyReLU", "Linear", "LogSoftmax", "Params", "Pullback", "ReLU", "ResNetBlock", "SiLU",
     "Sigmoid", "Softmax", "Softplus", "State", "Tanh", "callbacks", "data", "datasets", "debug",
-    "errors", "fit", "grad", "interop", "layers", "load", "losses", "ops", "optim", "parallel",
-    "random", "residual", "save", "serial", "summary", "testing", "train", "train_step", "tree",
-    "value_and_grad",
+    "distributed", "errors", "fit", "grad", "interop", "layers", "load", "losses", "ops", "optim",
+    "parallel", "random", "residual", "save", "serial", "summary", "testing", "train", "train_step",
+    "tree", "value_and_grad",
 ]

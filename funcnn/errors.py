@@ -118,3 +118,17 @@ class ParamsError(LayerError, StructureError):
 class IntegerTargetWarning(UserWarning):
     """A regression loss (``mse``, ``l1``, ``huber``) got integer targets: usually class
     labels meant for ``softmax_cross_entropy``. Cast the targets to float to silence it."""
+
+class MPIUnavailableError(FuncnnError, ImportError):
+    """``comm=`` was given but mpi4py is not installed (see :mod:`funcnn.distributed`)."""
+
+
+class DistributedError(FuncnnError, RuntimeError):
+    """The ranks of an MPI run disagree where they must not, or rank 0 failed in
+    :func:`funcnn.distributed.on_root`. Raised on every rank alike, so none is left
+    waiting in a collective. ``rank`` is the first rank concerned and ``path`` the key
+    path of the first difference (``""`` when there is none)."""
+
+    def __init__(self, message: str, *, rank: int = 0, path: str = ""):
+        super().__init__(message)
+        self.rank, self.path = rank, path
