@@ -331,6 +331,74 @@ def on_root(comm: Any, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return result
 
 
+# --- what fit(comm=) adds to them -----------------------------------------------------
+
+
+def sum_grads(grads: Params | None, comm: Any, *, like: Params) -> Params:
+    """Grads already weighted by their rows' share of the batch (``fit`` scales each
+    rank's loss gradient before the backward), summed over the ranks in one Allreduce:
+    in place when they are one flat buffer of ``like``'s layout (what ``value_and_grad``
+    returns); zeros from a rank with no rows (``grads=None``)."""
+    comm = _peers(comm)
+    if comm is None:
+        return grads
+    layout = layout_of(like)
+    if layout is None:  # not one flat buffer: gather, reduce, split (rare)
+        return allreduce_grads(grads, 1 if grads is not None else 0, 1, comm, like=like)
+    buffer = layout.flat(grads) if grads is not None else None
+    if buffer is None or not buffer.flags.writeable:
+        buffer = np.zeros(layout.size, layout.dtype) if grads is None else np.array(buffer)
+    comm.Allreduce(_mpi().IN_PLACE, buffer)
+    return layout.views(buffer)
+
+
+def average_state(state: Any, comm: Any) -> Any:
+    """A model state made the same on every rank: float leaves (running statistics)
+    averaged, integer leaves (counters) their element-wise maximum. With per-rank
+    BatchNorm statistics each rank has seen only its rows; the average is what ``fit``
+    keeps."""
+    comm = _peers(comm)
+    if comm is None or not state:
+        return state
+    flat = _tree.flatten(state)
+    out = dict(flat)
+    for kinds, dtype, op in (("f", np.float64, "SUM"), ("iu", np.int64, "MAX")):
+        paths = [p for p, v in flat.items() if isinstance(v, np.ndarray) and v.dtype.kind in kinds]
+        if not paths:
+            continue
+        buffer = np.concatenate([np.ravel(flat[p]).astype(dtype) for p in paths])
+        comm.Allreduce(_mpi().IN_PLACE, buffer, op=getattr(_mpi(), op))
+        if op == "SUM":
+            buffer /= comm.Get_size()
+        start = 0
+        for p in paths:
+            leaf = flat[p]
+            out[p] = buffer[start:start + leaf.size].reshape(leaf.shape).astype(leaf.dtype)
+            start += leaf.size
+    return _tree.unflatten(out)
+
+
+def raise_together(failure: BaseException | None, comm: Any, where: str) -> None:
+    """After work that may fail on some ranks: if it failed anywhere, raise on every rank
+    (the rank's own error where it failed, a :class:`DistributedError` quoting the first
+    failure elsewhere), so no rank waits forever in the next collective. One small
+    Allreduce when nothing failed."""
+    comm = _peers(comm)
+    if comm is None:
+        if failure is not None:
+            raise failure
+        return
+    failed = np.array([0 if failure is None else 1], np.int64)
+    comm.Allreduce(_mpi().IN_PLACE, failed)
+    if not failed[0]:
+        return
+    notes = comm.allgather(None if failure is None else f"{type(failure).__name__}: {failure}")
+    if failure is not None:
+        raise failure
+    first = next(r for r, note in enumerate(notes) if note is not None)
+    raise DistributedError(f"{where} failed on rank {first}: {notes[first]}", rank=first)
+
+
 # --- helpers --------------------------------------------------------------------------
 
 
@@ -481,6 +549,7 @@ def _kind(value: Any) -> str:
 
 
 __all__ = [
-    "allreduce_grads", "allreduce_mean", "broadcast_params", "check_same", "data_parallel",
-    "is_root", "num_ranks", "on_root", "rank", "rank_key", "require_comm", "shard", "shards",
+    "allreduce_grads", "allreduce_mean", "average_state", "broadcast_params", "check_same",
+    "data_parallel", "is_root", "num_ranks", "on_root", "raise_together", "rank", "rank_key",
+    "require_comm", "shard", "shards", "sum_grads",
 ]

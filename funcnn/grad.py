@@ -40,12 +40,23 @@ def value_and_grad(model: Layer, loss) -> Callable[..., tuple]:
     """
     if not isinstance(model, Layer):
         raise TypeError(f"value_and_grad: model must be a funcnn Layer, got {type(model).__name__}")
-    loss_value_and_grad = loss_gradient_rule(loss)
-    rule = kernel_of(model)
-    programs = Programs(rule)
+    core = _value_and_grad_core(model, loss_gradient_rule(loss))
 
     def value_and_grad_fn(params: Params, x: np.ndarray, y: np.ndarray, *, key=None,
                           state=None) -> tuple:
+        return core(params, x, y, key, state, 1.0)
+
+    return value_and_grad_fn
+
+
+def _value_and_grad_core(model: Layer, loss_value_and_grad: Callable) -> Callable:
+    """``f(params, x, y, key, state, weight)``: what :func:`value_and_grad` returns, with
+    the loss's gradient scaled by ``weight`` before the backward (data-parallel ``fit``
+    weights each rank's rows by their share of the batch; the value stays unweighted)."""
+    rule = kernel_of(model)
+    programs = Programs(rule)
+
+    def core(params, x, y, key, state, weight: float) -> tuple:
         found = programs.lookup(params, x, key is not None, state is not None)
         if found is not None:
             layout, program = found
@@ -59,6 +70,8 @@ def value_and_grad(model: Layer, loss) -> Callable[..., tuple]:
             raise ShapeError(f"the loss's gradient rule returned dpred {got} for a prediction of "
                              f"shape {np.shape(pred)}; it must return an array of that shape",
                              layer="loss")
+        if weight != 1.0:
+            dpred = dpred * dpred.dtype.type(weight)
         if found is not None:
             grads = program.backward(saved, dpred, layout.views(np.empty(layout.size, layout.dtype)))
         else:
@@ -67,7 +80,7 @@ def value_and_grad(model: Layer, loss) -> Callable[..., tuple]:
             grads, _ = rule.backward(saved, dpred, out, False)
         return (value, grads) if state is None else (value, grads, new_state)
 
-    return value_and_grad_fn
+    return core
 
 
 CHECKED = Mode(train=True, trusted=False, grad=True)

@@ -33,10 +33,10 @@ from typing import Any, NamedTuple, TextIO
 
 import numpy as np
 
-from funcnn import data, random, tree
+from funcnn import data, distributed, random, tree
 from funcnn.checkpoint import load, save
 from funcnn.errors import CheckpointError, NonFiniteLossError, StructureError
-from funcnn.grad import loss_gradient_rule, value_and_grad
+from funcnn.grad import _value_and_grad_core, loss_gradient_rule
 from funcnn.callbacks import Callback, EpochRecord, ReduceLROnPlateau, append_log, rewrite_log
 from funcnn.kernel import kernel_of
 from funcnn.optim.ema import ema_params
@@ -162,6 +162,7 @@ def fit(
     eval_params: str = "params",
     lr_on_plateau: ReduceLROnPlateau | None = None,
     callbacks: Sequence[Callback] = (),
+    comm=None,
 ) -> FitResult:
     """Train ``model`` on ``train = (x, y)`` with mini-batches; see the module docstring.
 
@@ -198,6 +199,17 @@ def fit(
             :class:`funcnn.callbacks.EpochRecord`; one returning ``"stop"`` ends
             training (``stop_reason="callback"``). With ``checkpoint_dir`` the records
             are also written to ``metrics.jsonl`` there, one JSON line per epoch.
+        comm: an mpi4py communicator (``MPI.COMM_WORLD``) for data-parallel training
+            under ``mpiexec -n N``: every rank runs the same script with the same data,
+            key and arguments (checked once); each global batch is cut into contiguous
+            per-rank rows, each rank's loss gradient is weighted by its share of the rows
+            and the grads are summed in one Allreduce, so every rank applies the same
+            update and the run equals a one-process run up to rounding. Validation is
+            split across ranks too; only rank 0 prints and writes checkpoints; a
+            checkpoint resumes on any number of ranks. BatchNorm statistics are
+            per-rank (averaged across ranks after each step) unless the layer was built
+            with ``sync=comm``; Dropout draws its masks from ``fold_in(batch key,
+            rank)``. See :mod:`funcnn.distributed`.
 
     Returns:
         a :class:`FitResult`.
@@ -214,6 +226,9 @@ def fit(
                         "batch_size=..., key=...), and everything after it by keyword")
     loss_gradient_rule(loss)  # rejects a loss without a gradient rule before any work
     _check_fit_args(model, optimizer, epochs, batch_size, keep_best, patience, min_delta)
+    comm = distributed.require_comm(comm)
+    parallel = distributed.num_ranks(comm) > 1
+    root = distributed.is_root(comm)
     plateau_rule = _check_plateau(lr_on_plateau)
     callbacks = _check_callbacks(callbacks)
     if eval_params not in ("params", "ema"):
@@ -237,7 +252,14 @@ def fit(
         raise ValueError(f"fit: drop_last=True with {len(x)} samples and batch_size={batch_size} "
                          "leaves no batch; use a smaller batch_size or drop_last=False")
     key = random.as_key(key)
-    report = Progress(progress, stream, epochs)
+    if parallel:  # every rank must run the same training: a difference fails here, on all ranks
+        distributed.check_same(params, comm, "params")
+        distributed.check_same({"train": (x, y), "val": val}, comm, "data")
+        distributed.check_same({"epochs": epochs, "batch_size": batch_size, "key": key,
+                                "shuffle": shuffle, "drop_last": drop_last, "keep_best": keep_best,
+                                "patience": patience, "min_delta": float(min_delta),
+                                "eval_params": eval_params, "resume": resume}, comm, "arguments")
+    report = Progress(progress if root else "silent", stream, epochs)
     folder = _checkpoint_folder(checkpoint_dir, resume)
 
     if opt_state is None:
@@ -253,7 +275,8 @@ def fit(
                plateau=plateau, elapsed=0.0, history={k: () for k in HISTORY_KEYS}, best=())
     if resume and os.path.exists(os.path.join(folder, LATEST)):
         run = _load_latest(folder, params, opt_state, state, plateau, key, batch_size, len(x))
-        rewrite_log(folder, _records(run.history, val is not None, min_delta))
+        if root:
+            rewrite_log(folder, _records(run.history, val is not None, min_delta))
         where = os.path.join(folder, LATEST)
         if run.epoch >= epochs:
             report.message(f"{where}: already complete ({run.epoch} of {epochs} epochs); nothing "
@@ -270,10 +293,16 @@ def fit(
                          final.state)
 
     def checkpoint():
-        if folder is not None:
+        if folder is not None and root:
             _save_run(folder, run, key, batch_size, len(x))
 
-    step = value_and_grad(model, loss)  # a program of the model's kernels (funcnn.program)
+    def validation_loss(params_, model_state):  # split across ranks, then reduced
+        mine = distributed.shard(len(x_val), comm)
+        rows = mine.stop - mine.start
+        local = loss(evaluate(params_, model_state, x_val[mine]), y_val[mine]) if rows else None
+        return distributed.allreduce_mean(local, rows, len(x_val), comm)
+
+    step = _value_and_grad_core(model, loss_gradient_rule(loss))  # a program of the kernels
     noise_key = random.split(key, 2)[1] if rule.random else None
     epoch, started = run.epoch, time.perf_counter()
     try:
@@ -284,14 +313,14 @@ def fit(
             order = data.batches(x, y, batch_size, key=random.fold_in(key, epoch),
                                  shuffle=shuffle, drop_last=drop_last)
             for xb, yb in itertools.islice(order, run.batch, None):
-                context = {}
-                if noise_key is not None:
-                    context["key"] = batch_key(noise_key, epoch, run.batch)
-                if with_state:
-                    value, grads, new_model_state = step(run.params, xb, yb, state=run.state, **context)
+                key_b = None if noise_key is None else batch_key(noise_key, epoch, run.batch)
+                if parallel:
+                    value, grads, new_model_state = _parallel_step(
+                        step, comm, run, xb, yb, key_b, with_state)
                 else:
-                    value, grads = step(run.params, xb, yb, **context)
-                    new_model_state = run.state
+                    value, grads, *new_model_state = step(
+                        run.params, xb, yb, key_b, run.state if with_state else None, 1.0)
+                    new_model_state = new_model_state[0] if with_state else run.state
                 if not math.isfinite(value):
                     raise NonFiniteLossError(
                         f"training loss is {value} at epoch {epoch + 1}, batch "
@@ -311,7 +340,7 @@ def fit(
             train_loss = run.loss_sum / run.count
             val_loss = math.nan
             if val is not None:
-                val_loss = loss(evaluate(evaluated(run), run.state, x_val), y_val)
+                val_loss = validation_loss(evaluated(run), run.state)
                 if not math.isfinite(val_loss):
                     raise NonFiniteLossError(f"validation loss is {val_loss} after epoch {epoch + 1}")
             monitored = val_loss if val is not None else train_loss
@@ -329,9 +358,11 @@ def fit(
             report.epoch(epoch, train_loss, val_loss if val is not None else None, seconds,
                          "  *" if improved else "")
             checkpoint()
+            if parallel and folder is not None:
+                comm.Barrier()  # rank 0's checkpoint is on disk before any rank goes on
             record = EpochRecord(epoch + 1, train_loss, val_loss, lr, scale, seconds, improved,
                                  run.best[0].loss, run.best[0].epoch)
-            if folder is not None:
+            if folder is not None and root:
                 append_log(folder, record)
             if any([callback(record) == "stop" for callback in callbacks]):  # every one sees it
                 report.message(f"stopped by a callback after epoch {epoch + 1}")
@@ -352,6 +383,32 @@ def fit(
         error.result = snapshot("non_finite_loss")
         raise
     return snapshot(None)
+
+
+def _parallel_step(step, comm, run, xb, yb, key, with_state: bool):
+    """One data-parallel step: this rank's rows of the global batch, its loss gradient
+    weighted by their share, the grads summed over the ranks (one Allreduce), the loss
+    and the model state made the same on every rank. An error on one rank is raised on
+    every rank (after the loss's Allreduce), so none is left waiting in the next one."""
+    mine = distributed.shard(len(xb), comm)
+    rows = mine.stop - mine.start
+    value, grads, new_state, failure = None, None, run.state, None
+    if rows:
+        if key is not None:
+            key = random.fold_in(key, distributed.rank(comm))  # each rank its own masks
+        try:
+            value, grads, *out = step(run.params, xb[mine], yb[mine], key,
+                                      run.state if with_state else None, rows / len(xb))
+        except Exception as error:  # noqa: BLE001 -- re-raised below, on this rank and all others
+            failure = error
+        else:
+            new_state = out[0] if with_state else run.state
+    distributed.raise_together(failure, comm, "a training step")
+    grads = distributed.sum_grads(grads, comm, like=run.params)
+    value = distributed.allreduce_mean(value, rows, len(xb), comm)
+    if with_state:
+        new_state = distributed.average_state(new_state, comm)
+    return value, grads, new_state
 
 
 def batch_key(noise_key, epoch: int, batch: int):

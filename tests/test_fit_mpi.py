@@ -1,0 +1,91 @@
+"""``fn.fit(..., comm=...)`` under ``mpiexec -n 2`` and ``-n 3``: the one-process run, the
+same params on every rank, rank-0-only output and files, resume on another rank count,
+BatchNorm per-rank and synced, Dropout. MPI is part of the test extra: a missing
+mpiexec fails these tests (see tests/test_distributed.py for the launcher)."""
+
+import pathlib
+
+import numpy as np
+import pytest
+from helpers.fit_mpi_program import run
+from test_distributed import mpiexec, run_mpi  # noqa: F401 -- the fixture and the launcher
+
+import funcnn as fn
+
+PROGRAM = pathlib.Path(__file__).resolve().parent / "helpers" / "fit_mpi_program.py"
+
+
+def ranks_results(folder, n):
+    return [dict(np.load(folder / f"rank{r}.npz")) for r in range(n)]
+
+
+def assert_bitwise_same_on_every_rank(results):
+    for other in results[1:]:
+        assert other.keys() == results[0].keys()
+        for key in results[0]:
+            assert np.array_equal(other[key], results[0][key]), key
+
+
+def assert_is_the_one_process_run(got, want, rtol=1e-10):
+    for key, value in fn.tree.flatten(want.params).items():
+        np.testing.assert_allclose(got[f"params.{key}"], value, rtol=rtol, atol=1e-13, err_msg=key)
+    for name in ("train_loss", "val_loss", "lr", "lr_scale"):
+        np.testing.assert_allclose(got[f"history.{name}"], want.history[name], rtol=rtol, err_msg=name)
+    assert str(got["stop_reason"]) == str(want.stop_reason)
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_fit_on_n_ranks_is_the_one_process_run(mpiexec, tmp_path, ranks):
+    out = run_mpi(mpiexec, ranks, [PROGRAM, "mlp", tmp_path], tmp_path)
+    results = ranks_results(tmp_path, ranks)
+    assert_bitwise_same_on_every_rank(results)
+    assert_is_the_one_process_run(results[0], run("mlp", None))
+    # rank 0 alone prints and writes
+    assert out.count("epoch 1/4") == 1 and out.count("epoch 4/4") == 1
+    files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert files == ["best-1.ckpt", "best-2.ckpt", "latest.ckpt", "metrics.jsonl"]
+    assert len((tmp_path / "ckpt" / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+def test_a_checkpoint_of_3_ranks_resumes_on_2_as_the_same_run(mpiexec, tmp_path):
+    run_mpi(mpiexec, 3, [PROGRAM, "mlp", tmp_path, "--stop-after", 15], tmp_path)  # mid-epoch 3
+    stopped = ranks_results(tmp_path, 3)
+    assert all(str(r["stop_reason"]) == "interrupted" for r in stopped)
+    out = run_mpi(mpiexec, 2, [PROGRAM, "mlp", tmp_path, "--resume"], tmp_path)
+    assert "resuming from" in out and "in epoch 3 after 2 of 6 batches" in out
+    results = ranks_results(tmp_path, 2)
+    assert_bitwise_same_on_every_rank(results)
+    assert_is_the_one_process_run(results[0], run("mlp", None))
+
+
+def test_synced_batchnorm_is_the_one_process_batchnorm(mpiexec, tmp_path):
+    run_mpi(mpiexec, 3, [PROGRAM, "syncbn", tmp_path], tmp_path)
+    results = ranks_results(tmp_path, 3)
+    assert_bitwise_same_on_every_rank(results)
+    want = run("syncbn", None)  # sync=None in one process: plain BatchNorm
+    # atol 1e-8: the bias of the Linear before the BatchNorm has a zero gradient, so it
+    # (and the running mean it shifts) only holds rounding noise, 1e-10, that differs
+    got = results[0]
+    for prefix, tree_ in (("params", want.params), ("state", want.state)):
+        for key, value in fn.tree.flatten(tree_).items():
+            np.testing.assert_allclose(got[f"{prefix}.{key}"], value, rtol=1e-9, atol=1e-8, err_msg=key)
+    for name in ("train_loss", "val_loss"):
+        np.testing.assert_allclose(got[f"history.{name}"], want.history[name], rtol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("kind", ["bn", "dropout"])
+def test_per_rank_batchnorm_and_dropout_agree_on_every_rank(mpiexec, tmp_path, kind):
+    run_mpi(mpiexec, 2, [PROGRAM, kind, tmp_path], tmp_path)
+    results = ranks_results(tmp_path, 2)
+    assert_bitwise_same_on_every_rank(results)  # running statistics averaged: equal everywhere
+    one = run(kind, None)
+    assert np.all(np.isfinite(results[0]["history.val_loss"]))
+    # per-rank statistics and per-rank masks: a different run than one process, but a run
+    assert not np.allclose(results[0]["params.0.weight"], one.params["0"]["weight"], rtol=1e-10)
+
+
+def test_an_error_on_one_rank_is_raised_on_every_rank_without_a_hang(mpiexec, tmp_path):
+    out = run_mpi(mpiexec, 2, [PROGRAM, "bn-short", tmp_path], tmp_path)
+    assert ("rank 1: ShapeError: serial[1] BatchNorm(8): expected more than 1 value per channel "
+            "when training") in out
+    assert "rank 0: DistributedError: a training step failed on rank 1: ShapeError" in out
