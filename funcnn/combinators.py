@@ -35,15 +35,7 @@ def serial(*layers: Layer) -> Layer:
         ['0.weight', '0.bias', '2.weight', '2.bias']
     """
     layers = tuple(layers)
-    for i, layer in enumerate(layers):
-        _check_layer(layer, f"serial[{i}]")
-    n = len(layers)
-    keys = tuple(str(i) for i in range(n))
-    known = frozenset(keys)
-    kernels = tuple(kernel_of(layer) for layer in layers)
-    steps = tuple(zip(kernels, keys, [f"serial[{i}]" for i in range(n)]))
-    is_random = any(k.random for k in kernels)
-    with_state = frozenset(k for kern, k, _ in steps if kern.stateful)
+    n, keys, known, steps, is_random, with_state = _children(layers, "serial")
 
     def init(key):
         return _init_children(layers, "serial", key)
@@ -157,16 +149,8 @@ def parallel(*layers: Layer) -> Layer:
                           fn.layers.FanInConcat(axis=-1))
     """
     layers = tuple(layers)
-    for i, layer in enumerate(layers):
-        _check_layer(layer, f"parallel[{i}]")
-    n = len(layers)
-    keys = tuple(str(i) for i in range(n))
-    known = frozenset(keys)
-    kernels = tuple(kernel_of(layer) for layer in layers)
-    steps = tuple(zip(kernels, keys, [f"parallel[{i}]" for i in range(n)]))
-    is_random = any(k.random for k in kernels)
-    with_state = frozenset(k for kern, k, _ in steps if kern.stateful)
     name = "parallel"
+    n, keys, known, steps, is_random, with_state = _children(layers, name)
 
     def init(key):
         return _init_children(layers, name, key)
@@ -220,6 +204,19 @@ def parallel(*layers: Layer) -> Layer:
     rule = Kernel(check, forward, backward, random=is_random, stateful=bool(with_state))
     return kernel.layer(rule, init, name, init_state=init_state, children=layers,
                         child_keys=keys, rebuild=lambda children: parallel(*children))
+
+
+def _children(layers: tuple, name: str) -> tuple:
+    """What a combinator keeps of its children: their count, keys ``"0", "1", ...``, the
+    set of them, ``(kernel, key, "name[i]")`` steps, whether any is random and the keys
+    of those with state."""
+    for i, layer in enumerate(layers):
+        _check_layer(layer, f"{name}[{i}]")
+    keys = tuple(str(i) for i in range(len(layers)))
+    steps = tuple((kernel_of(layer), k, f"{name}[{k}]") for layer, k in zip(layers, keys))
+    is_random = any(kern.random for kern, _, _ in steps)
+    with_state = frozenset(k for kern, k, _ in steps if kern.stateful)
+    return len(layers), keys, frozenset(keys), steps, is_random, with_state
 
 
 def _init_children(layers: tuple, name: str, key) -> dict:

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from funcnn import tree
+from funcnn import random, tree
 from funcnn.errors import ParamsError, RandomKeyError, StateError, StructureError
 from funcnn.checks import check_cotangent
 from funcnn.types import Layer, Params, State, no_state
@@ -104,6 +104,12 @@ def layer(kernel: Kernel, init: Callable[[Any], Params], name: str, *,
 
     return Layer(init, apply, vjp, name=name, init_state=init_state, context=True,
                  kernel=kernel, **composite)
+
+
+def no_params(key) -> Params:
+    """The ``init`` of a layer without params: checks the key, returns ``{}``."""
+    random.as_key(key)
+    return {}
 
 
 def no_check(params, x, key, state, mode) -> None:
@@ -217,5 +223,5 @@ def state_leaf(state: State, name: str, layer_name: str, shape: tuple, dtype) ->
     return leaf
 
 
-__all__ = ["EMPTY", "Kernel", "Mode", "check_dy", "kernel_of", "layer", "no_check", "opaque",
+__all__ = ["EMPTY", "Kernel", "Mode", "check_dy", "kernel_of", "layer", "no_check", "no_params", "opaque",
            "require_key", "require_state", "state_leaf"]

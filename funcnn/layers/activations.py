@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from funcnn import kernel, random
+from funcnn import kernel
 from funcnn.errors import ShapeError
 from funcnn.checks import check_input, check_no_params
 from funcnn.numerics import sigmoid
@@ -26,9 +26,6 @@ def _activation(name: str, forward, backward, uses_input: bool = True, check_x=N
     checks more of the input (Softmax's axis).
     """
 
-    def init(key):
-        random.as_key(key)
-        return {}
 
     def check(params, x, key, state, mode):
         check_no_params(params, name)
@@ -53,7 +50,7 @@ def _activation(name: str, forward, backward, uses_input: bool = True, check_x=N
             dy = dy.astype(y.dtype)
         return {}, backward(x, y, dy)
 
-    return kernel.layer(kernel.Kernel(check, kernel_forward, kernel_backward), init, name)
+    return kernel.layer(kernel.Kernel(check, kernel_forward, kernel_backward), kernel.no_params, name)
 
 
 def ReLU() -> Layer:

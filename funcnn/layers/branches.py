@@ -14,15 +14,10 @@ import numbers
 
 import numpy as np
 
-from funcnn import kernel, random
+from funcnn import kernel
 from funcnn.checks import check_input, check_no_params
 from funcnn.errors import InputTypeError, ShapeError
 from funcnn.types import Layer
-
-
-def _no_params(key):
-    random.as_key(key)
-    return {}
 
 
 def FanOut(n: int) -> Layer:
@@ -47,7 +42,7 @@ def FanOut(n: int) -> Layer:
             total = total + branch
         return {}, total
 
-    return kernel.layer(kernel.Kernel(check, forward, backward), _no_params, name)
+    return kernel.layer(kernel.Kernel(check, forward, backward), kernel.no_params, name)
 
 
 def FanInSum() -> Layer:
@@ -72,7 +67,7 @@ def FanInSum() -> Layer:
     def backward(n, dy, out, need_dx):
         return {}, ((dy,) * n if need_dx else None)
 
-    return kernel.layer(kernel.Kernel(check, forward, backward), _no_params, name)
+    return kernel.layer(kernel.Kernel(check, forward, backward), kernel.no_params, name)
 
 
 def FanInConcat(axis: int = -1) -> Layer:
@@ -103,7 +98,7 @@ def FanInConcat(axis: int = -1) -> Layer:
     def backward(cuts, dy, out, need_dx):
         return {}, (tuple(np.split(dy, cuts, axis=axis)) if need_dx else None)
 
-    return kernel.layer(kernel.Kernel(check, forward, backward), _no_params, name)
+    return kernel.layer(kernel.Kernel(check, forward, backward), kernel.no_params, name)
 
 
 def _check_branches(x, name: str) -> None:

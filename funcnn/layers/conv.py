@@ -154,9 +154,6 @@ def _pool(n, kind, kernel_size, stride, padding, pool_forward, pool_backward) ->
     name = f"{kind}({'x'.join(map(str, kernel_))}" + (
         f", stride={stride}" if stride != kernel_ else "") + (f", padding={padding!r}" if padding else "") + ")"
 
-    def init(key):
-        random.as_key(key)
-        return {}
 
     def check(params, x, key, state, mode):
         check_no_params(params, name)
@@ -175,7 +172,7 @@ def _pool(n, kind, kernel_size, stride, padding, pool_forward, pool_backward) ->
     def backward(saved, dy, out, need_dx):
         return {}, (pool_backward(saved, dy) if need_dx else None)
 
-    return kernel.layer(kernel.Kernel(check, forward, backward), init, name)
+    return kernel.layer(kernel.Kernel(check, forward, backward), kernel.no_params, name)
 
 
 def _check_leaves(params, name: str, shapes: dict, leaves: tuple) -> None:

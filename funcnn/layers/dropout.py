@@ -35,9 +35,6 @@ def Dropout(rate: float) -> Layer:
     rate = float(rate)
     name = f"Dropout(rate={rate})"
 
-    def init(key):
-        random.as_key(key)
-        return {}
 
     def check(params, x, key, state, mode):
         check_no_params(params, name)
@@ -59,7 +56,7 @@ def Dropout(rate: float) -> Layer:
             return {}, dy
         return {}, dy.astype(scaled_mask.dtype, copy=False) * scaled_mask
 
-    return kernel.layer(kernel.Kernel(check, forward, backward, random=True), init, name)
+    return kernel.layer(kernel.Kernel(check, forward, backward, random=True), kernel.no_params, name)
 
 
 __all__ = ["Dropout"]

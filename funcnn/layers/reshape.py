@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from funcnn import kernel, random
+from funcnn import kernel
 from funcnn.checks import check_input, check_no_params
 from funcnn.errors import ShapeError
 from funcnn.types import Layer
@@ -13,9 +13,6 @@ def Flatten() -> Layer:
     reshapes ``dy`` back. Returns a view: nothing is copied."""
     name = "Flatten()"
 
-    def init(key):
-        random.as_key(key)
-        return {}
 
     def check(params, x, key, state, mode):
         check_no_params(params, name)
@@ -29,7 +26,7 @@ def Flatten() -> Layer:
     def backward(x_shape, dy, out, need_dx):
         return {}, (dy.reshape(x_shape) if need_dx else None)
 
-    return kernel.layer(kernel.Kernel(check, forward, backward), init, name)
+    return kernel.layer(kernel.Kernel(check, forward, backward), kernel.no_params, name)
 
 
 __all__ = ["Flatten"]
