@@ -378,25 +378,27 @@ def average_state(state: Any, comm: Any) -> Any:
     return _tree.unflatten(out)
 
 
-def raise_together(failure: BaseException | None, comm: Any, where: str) -> None:
+def raise_together(failure: BaseException | None, comm: Any, where: str, *,
+                   interrupted: bool = False) -> bool:
     """After work that may fail on some ranks: if it failed anywhere, raise on every rank
     (the rank's own error where it failed, a :class:`DistributedError` quoting the first
-    failure elsewhere), so no rank waits forever in the next collective. One small
-    Allreduce when nothing failed."""
+    failure elsewhere), so no rank waits forever in the next collective. Returns whether
+    any rank was ``interrupted`` (a Ctrl-C it noted), so all can stop at the same step.
+    One small Allreduce when nothing failed."""
     comm = _peers(comm)
     if comm is None:
         if failure is not None:
             raise failure
-        return
-    failed = np.array([0 if failure is None else 1], np.int64)
-    comm.Allreduce(_mpi().IN_PLACE, failed)
-    if not failed[0]:
-        return
-    notes = comm.allgather(None if failure is None else f"{type(failure).__name__}: {failure}")
-    if failure is not None:
-        raise failure
-    first = next(r for r, note in enumerate(notes) if note is not None)
-    raise DistributedError(f"{where} failed on rank {first}: {notes[first]}", rank=first)
+        return interrupted
+    flags = np.array([failure is not None, interrupted], np.int64)
+    comm.Allreduce(_mpi().IN_PLACE, flags)
+    if flags[0]:
+        notes = comm.allgather(None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        first = next(r for r, note in enumerate(notes) if note is not None)
+        raise DistributedError(f"{where} failed on rank {first}: {notes[first]}", rank=first)
+    return bool(flags[1])
 
 
 # --- helpers --------------------------------------------------------------------------

@@ -27,6 +27,8 @@ import itertools
 import math
 import numbers
 import os
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple, TextIO
@@ -305,6 +307,8 @@ def fit(
     step = _value_and_grad_core(model, loss_gradient_rule(loss))  # a program of the kernels
     noise_key = random.split(key, 2)[1] if rule.random else None
     epoch, started = run.epoch, time.perf_counter()
+    ctrl_c = [False]  # data-parallel: a Ctrl-C is noted here and acted on by all ranks at once
+    restore_sigint = _ctrl_c_noted(ctrl_c) if parallel else None
     try:
         for epoch in range(run.epoch, epochs):
             started = time.perf_counter()
@@ -316,7 +320,7 @@ def fit(
                 key_b = None if noise_key is None else batch_key(noise_key, epoch, run.batch)
                 if parallel:
                     value, grads, new_model_state = _parallel_step(
-                        step, comm, run, xb, yb, key_b, with_state)
+                        step, comm, run, xb, yb, key_b, with_state, ctrl_c)
                 else:
                     value, grads, *new_model_state = step(
                         run.params, xb, yb, key_b, run.state if with_state else None, 1.0)
@@ -382,14 +386,18 @@ def fit(
     except NonFiniteLossError as error:
         error.result = snapshot("non_finite_loss")
         raise
+    finally:
+        if restore_sigint is not None:
+            restore_sigint()
     return snapshot(None)
 
 
-def _parallel_step(step, comm, run, xb, yb, key, with_state: bool):
+def _parallel_step(step, comm, run, xb, yb, key, with_state: bool, ctrl_c: list):
     """One data-parallel step: this rank's rows of the global batch, its loss gradient
     weighted by their share, the grads summed over the ranks (one Allreduce), the loss
     and the model state made the same on every rank. An error on one rank is raised on
-    every rank (after the loss's Allreduce), so none is left waiting in the next one."""
+    every rank, so none is left waiting in the next collective; so is a Ctrl-C noted in
+    ``ctrl_c[0]`` (see :func:`_ctrl_c_noted`): all ranks stop before the same step."""
     mine = distributed.shard(len(xb), comm)
     rows = mine.stop - mine.start
     value, grads, new_state, failure = None, None, run.state, None
@@ -403,12 +411,29 @@ def _parallel_step(step, comm, run, xb, yb, key, with_state: bool):
             failure = error
         else:
             new_state = out[0] if with_state else run.state
-    distributed.raise_together(failure, comm, "a training step")
+    if distributed.raise_together(failure, comm, "a training step", interrupted=ctrl_c[0]):
+        raise KeyboardInterrupt  # a Ctrl-C on any rank: every rank stops before this step
     grads = distributed.sum_grads(grads, comm, like=run.params)
     value = distributed.allreduce_mean(value, rows, len(xb), comm)
     if with_state:
         new_state = distributed.average_state(new_state, comm)
     return value, grads, new_state
+
+
+def _ctrl_c_noted(flag: list):
+    """While a data-parallel fit runs, SIGINT sets ``flag[0]`` instead of raising: a rank
+    interrupted inside an Allreduce would leave the others waiting in it forever, so the
+    ranks agree at the next step and stop together. Returns the function that restores
+    the previous handler (None when this is not the main thread: signals stay as they are)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGINT)
+
+    def note(signum, frame):
+        flag[0] = True
+
+    signal.signal(signal.SIGINT, note)
+    return lambda: signal.signal(signal.SIGINT, previous)
 
 
 def batch_key(noise_key, epoch: int, batch: int):

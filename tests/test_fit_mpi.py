@@ -89,3 +89,40 @@ def test_an_error_on_one_rank_is_raised_on_every_rank_without_a_hang(mpiexec, tm
     assert ("rank 1: ShapeError: serial[1] BatchNorm(8): expected more than 1 value per channel "
             "when training") in out
     assert "rank 0: DistributedError: a training step failed on rank 1: ShapeError" in out
+
+
+def test_ctrl_c_on_mpiexec_leaves_a_resumable_checkpoint(mpiexec, tmp_path):
+    """SIGINT to mpiexec (what Ctrl-C sends), mid-training; then a resume on 3 ranks
+    finishes the run as if it had never stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from test_distributed import ENV, TIMEOUT
+
+    cmd = [mpiexec, "-n", "2", sys.executable, str(PROGRAM), "long", str(tmp_path), "200"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdin=subprocess.DEVNULL, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    lines = []
+    try:
+        for line in proc.stdout:  # wait until training is under way
+            lines.append(line)
+            if line.split()[:2] == ["epoch", "2/200"]:
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out = "".join(lines) + rest
+    assert "rank 0 interrupted" in out and "returning what was trained so far (saved to" in out
+    latest = fn.load(tmp_path / "ckpt" / "latest.ckpt")
+    done = int(latest["progress"]["epoch"])
+    assert done >= 2
+    resumed = run_mpi(mpiexec, 3, [PROGRAM, "long", tmp_path, done + 1], tmp_path)
+    assert "resuming from" in resumed and "rank 0 None" in resumed
+    want = run("mlp", None, epochs=done + 1, rows=3000)
+    got = np.load(tmp_path / "final.npz")
+    for key, value in fn.tree.flatten(want.params).items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-9, atol=1e-12, err_msg=key)

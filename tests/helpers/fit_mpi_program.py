@@ -65,6 +65,13 @@ def main(argv):
 
     comm = MPI.COMM_WORLD
     kind, out = argv[0], argv[1]
+    if kind == "long":  # many small batches, until Ctrl-C; then --resume with the same epochs
+        epochs = int(argv[2])
+        result = run("mlp", comm, f"{out}/ckpt", resume=True, epochs=epochs, rows=3000)
+        print(f"rank {comm.Get_rank()} {result.stop_reason}", flush=True)
+        if comm.Get_rank() == 0 and result.stop_reason is None:
+            np.savez(f"{out}/final.npz", **fn.tree.flatten(result.params))
+        return
     if kind == "bn-short":  # a last batch of 3 rows: 2 + 1 on two ranks, too few for rank 1
         try:
             run("bn", comm, rows=53)
