@@ -226,12 +226,19 @@ def _str_array(strings: list[str]) -> np.ndarray:
 
 
 def _write_zip(f, entries: list[tuple[str, np.ndarray]]) -> None:
-    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    zf = zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+    try:
         for key, arr in entries:
             info = zipfile.ZipInfo(key + ".npy", date_time=_ZIP_EPOCH)
             info.external_attr = 0o644 << 16
             with zf.open(info, "w", force_zip64=arr.nbytes >= _ZIP64_FROM) as out:
                 np.lib.format.write_array(out, arr, allow_pickle=False)
+    except BaseException:
+        # abandoned (the caller drops the temp file): closing would write a directory over
+        # a half-written entry and raise its own error over this one (a Ctrl-C, say)
+        zf.fp = None
+        raise
+    zf.close()
 
 
 def _create_temp(directory: str, name: str) -> tuple[int, str]:

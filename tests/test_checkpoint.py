@@ -830,3 +830,23 @@ def test_like_must_be_a_tree(tmp_path):
     fn.save(tmp_path / "c", small_tree())
     with pytest.raises(TypeError, match="like="):
         fn.load(tmp_path / "c", like=[1, 2])
+
+
+def test_ctrl_c_while_saving_raises_keyboardinterrupt_and_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.npz"
+    fn.save(path, {"a": np.zeros(3), "b": np.ones(2)})
+    real_write = np.lib.format.write_array
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # mid-archive: some entries written, one half open
+            raise KeyboardInterrupt
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fn.save(path, {"a": np.full(3, 5.0), "b": np.full(2, 7.0)})
+    monkeypatch.undo()
+    assert fn.tree.equal(fn.load(path), {"a": np.zeros(3), "b": np.ones(2)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.npz"]  # no temp file left
