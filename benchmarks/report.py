@@ -6,6 +6,12 @@ from pathlib import Path
 
 FUNCNN = "funcnn"
 FUNCNN_DONATED = "funcnn, donated"  # the donated row (benchmarks.workloads.funcnn_impl)
+FUNCNN_USER_LAYER = "funcnn + user layer"  # benchmarks.workloads.funcnn_user_layer_impl
+
+
+def before_name(rev: str) -> str:
+    """The row of another revision's funcnn (``--before REV``, short commit hash)."""
+    return f"funcnn (before, {rev})"
 
 
 def fmt_time(s) -> str:
@@ -40,6 +46,7 @@ def _ratio(a, b):
 def targets(results) -> list[tuple[str, str, str, str]]:
     """``(workload, what, measured, target)`` rows; met/not met is derived from them."""
     out = []
+    before = results.get("before")
     for res in results["workloads"]:
         f = _row(res, FUNCNN)
         f_step, f_epoch = _median(f, "step"), _median(f, "epoch")
@@ -49,6 +56,12 @@ def targets(results) -> list[tuple[str, str, str, str]]:
             return _median(row, what) if row else None
 
         k = res["key"]
+        if before and k != "T4":
+            out.append((k, f"funcnn ÷ {before_name(before)} (step time)",
+                        _ratio(f_step, rival(before_name(before))), "<= 1.1"))
+        if k == "T1":
+            out.append((k, f"{FUNCNN_USER_LAYER} ÷ funcnn (step time)",
+                        _ratio(rival(FUNCNN_USER_LAYER), f_step), "<= 1.2"))
         if k != "T4":
             out.append((k, "funcnn ÷ jax.jit step (step time)", _ratio(f_step, rival("jax.jit step")), "<= 1.0"))
             out.append((k, "torch eager ÷ funcnn (step time)", _ratio(rival("torch eager"), f_step), ">= 4"))
@@ -100,6 +113,9 @@ def markdown(results) -> str:
     lines.append(f"| CPU | {m['cpu']} |")
     lines.append(f"| cores | {m['logical_cpus']} logical, {m['usable_cpus']} usable by this process |")
     lines.append(f"| funcnn | {m.get('funcnn', '?')} |")
+    if results.get("before"):
+        lines.append(f"| funcnn (before) | commit {results['before']} (`--before`: its `funcnn/` "
+                     "taken with `git archive` and imported under another name) |")
     lines.append(f"| Python / NumPy | {m['python']} / {m['numpy']} |")
     lines.append(f"| torch | {m['torch'] or 'not installed (rows skipped)'} |")
     lines.append(f"| jax | {m['jax'] or 'not installed (rows skipped)'} |")
@@ -122,7 +138,7 @@ def markdown(results) -> str:
                   "OpenBLAS builds from crashing on some CPUs) and can slow a current numpy's BLAS; "
                   "see benchmarks/README.md for running this one command without them.", ""]
 
-    lines += ["## Targets (issue 5)", "",
+    lines += ["## Targets (issues 5 and 10)", "",
               "Ratios of medians from this one run. A ratio of times `a ÷ b` below 1 means `a` is faster.", "",
               "| workload | what | measured | target | met |", "| --- | --- | --- | --- | --- |"]
     for k, what, value, target in targets(results):

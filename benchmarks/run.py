@@ -4,6 +4,7 @@
     python -m benchmarks.run --quick         # ~1 minute smoke run (CI uses this)
     python -m benchmarks.run --only T1,T4    # some sections: T1 T2 T3 T4 memory scaling
     python -m benchmarks.run --out /tmp/b    # write the results somewhere else
+    python -m benchmarks.run --before d0fb894  # add that revision's funcnn to T1-T4
 
 Rivals that are not installed (torch, jax, matplotlib, threadpoolctl) are skipped with
 a note. No figure here is ever asserted: these are measurements, not tests.
@@ -12,6 +13,7 @@ a note. No figure here is ever asserted: these are measurements, not tests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -24,6 +26,7 @@ if str(_ROOT) not in sys.path[:1]:
 
 import numpy as np
 
+from benchmarks import before as before_lib
 from benchmarks import harness, report
 from benchmarks import workloads as W
 
@@ -56,6 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None,
                    help="limit BLAS/OpenMP (threadpoolctl), torch and XLA to this many threads "
                         "(default: each library's own default); e.g. 1 on a loaded machine")
+    p.add_argument("--before", metavar="REV", default=None,
+                   help="also time funcnn as of git revision REV (e.g. a commit) in T1-T4, "
+                        "interleaved with this checkout's funcnn (default: no such row)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent),
                    help="directory for RESULTS.md, results.json, scaling.png (default: benchmarks/)")
     args = p.parse_args(argv)
@@ -95,8 +101,13 @@ def log(msg: str) -> None:
 
 
 def make_impls(wl, x, y, params0, linears, rivals, *, with_floor: bool, with_seed: bool = True,
-               with_scan: bool = True, with_fused: bool = False):
+               with_scan: bool = True, with_fused: bool = False, with_user_layer: bool = False,
+               before: before_lib.Before | None = None):
     impls, notes = [W.funcnn_impl(wl, x, y, params0), W.funcnn_impl(wl, x, y, params0, donate=True)], []
+    if before is not None:
+        impls.append(W.funcnn_before_impl(wl, x, y, params0, before))
+    if with_user_layer:
+        impls.append(W.funcnn_user_layer_impl(wl, x, y, params0))
     if with_seed:
         impls.append(W.seed_impl(wl, x, y, linears))
     if rivals.get("torch"):
@@ -123,13 +134,14 @@ def batches_for(wl, x, y):
             for s in range(0, x.shape[0] - wl.batch + 1, wl.batch)]
 
 
-def run_workload(wl, cfg, rivals, rng):
+def run_workload(wl, cfg, rivals, rng, before=None):
     t4 = wl.key == "T4"
     if t4:
         wl.n_samples = cfg["t4_samples"]
     x, y, data_desc = wl.data()
     params0, linears = W.initial_params(wl)
-    impls, notes = make_impls(wl, x, y, params0, linears, rivals, with_floor=t4, with_fused=t4)
+    impls, notes = make_impls(wl, x, y, params0, linears, rivals, with_floor=t4, with_fused=t4,
+                              with_user_layer=not t4, before=before)
     raw = batches_for(wl, x, y)
     runners = [harness.Runner(im, [im.convert(xb, yb) for xb, yb in raw]) for im in impls]
 
@@ -165,6 +177,23 @@ def run_workload(wl, cfg, rivals, rng):
         "notes": notes, "other_load_cores": load.others,
         "gemm_gflop_per_step": W.gemm_flops(wl) * 1e-9 if t4 else None,
     }
+
+
+def run_workloads(only, cfg, rivals, rng, before) -> list[dict]:
+    """The results of the sections T1-T4 that are in ``only``."""
+    all_workloads, done = W.workloads(), []
+    for key in ("T1", "T2", "T3", "T4"):
+        if key in only:
+            log(f"{key} {all_workloads[key].title} ...")
+            t0 = time.perf_counter()
+            res = run_workload(all_workloads[key], cfg, rivals, rng, before)
+            res["seconds"] = time.perf_counter() - t0
+            done.append(res)
+            for row in res["rows"]:
+                log(f"  {row['name']:26s} step {report.fmt_time(row['step'] and row['step']['median']):>10s}"
+                    f"  epoch {report.fmt_time(row['epoch'] and row['epoch']['median']):>10s}")
+            log(f"  ({res['seconds']:.0f} s, other processes used {res['other_load_cores'] or 0:.2f} cores)")
+    return done
 
 
 def measure_memory(cfg):
@@ -266,20 +295,13 @@ def main(argv=None) -> int:
     log("rivals: " + ", ".join(f"{k} {v or 'not installed (skipped)'}" for k, v in rivals.items()))
     rng = np.random.default_rng(2024)
     results = {"mode": "quick" if args.quick else "full", "argv": sys.argv[1:] if argv is None else argv,
-               "threads": args.threads,
+               "threads": args.threads, "before": None,
                "workloads": [], "memory": None, "scaling": None}
-    all_workloads = W.workloads()
-    for key in ("T1", "T2", "T3", "T4"):
-        if key in args.only:
-            log(f"{key} {all_workloads[key].title} ...")
-            t0 = time.perf_counter()
-            res = run_workload(all_workloads[key], cfg, rivals, rng)
-            res["seconds"] = time.perf_counter() - t0
-            results["workloads"].append(res)
-            for row in res["rows"]:
-                log(f"  {row['name']:26s} step {report.fmt_time(row['step'] and row['step']['median']):>10s}"
-                    f"  epoch {report.fmt_time(row['epoch'] and row['epoch']['median']):>10s}")
-            log(f"  ({res['seconds']:.0f} s, other processes used {res['other_load_cores'] or 0:.2f} cores)")
+    with (before_lib.funcnn_at(args.before, _ROOT) if args.before else contextlib.nullcontext()) as before:
+        if before:
+            log(f"before: funcnn of commit {before.rev}, imported as {before.fn.__name__}")
+            results["before"] = before.rev
+        results["workloads"] = run_workloads(args.only, cfg, rivals, rng, before)
     if "memory" in args.only:
         log("memory (T4 funcnn step, tracemalloc) ...")
         results["memory"] = measure_memory(cfg)

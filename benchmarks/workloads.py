@@ -5,6 +5,7 @@ from, so all of them train the same network:
 
     ("linear", in, out) | ("relu",) | ("serial", *children)
     | ("residual", child) | ("block", features)      # the seed's ResNetBlock
+    | ("user",)                                      # funcnn only: a user-written identity
 
 Every implementation starts from the same initial weights (funcnn's ``init`` with
 key 0, copied across) and sees the same batches. A builder returns an :class:`Impl`:
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.report import FUNCNN_DONATED
+from benchmarks.report import FUNCNN_DONATED, FUNCNN_USER_LAYER, before_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AIRFOIL_PATH = REPO_ROOT.parent / "shared" / "data" / "airfoil_self_noise.dat"
@@ -40,6 +41,7 @@ AIRFOIL_PATH = REPO_ROOT.parent / "shared" / "data" / "airfoil_self_noise.dat"
 # --- architectures --------------------------------------------------------------------
 
 RELU = ("relu",)
+USER = ("user",)  # an identity layer written as a user writes one (funcnn only)
 
 
 def lin(n_in: int, n_out: int) -> tuple:
@@ -244,21 +246,49 @@ def _epoch_numpy(step, x, y, batch):
 # funcnn ---------------------------------------------------------------------------------
 
 
-def build_funcnn_model(spec, dtype):
-    import funcnn as fn
+def build_funcnn_model(spec, dtype, fn=None):
+    """The spec's model from funcnn, or from ``fn`` (another revision's funcnn package)."""
+    if fn is None:
+        import funcnn as fn
 
     kind = spec[0]
     if kind == "linear":
         return fn.layers.Linear(spec[1], spec[2], dtype=dtype)
     if kind == "relu":
         return fn.layers.ReLU()
+    if kind == "user":
+        return identity_user_layer(fn)
     if kind == "serial":
-        return fn.serial(*(build_funcnn_model(c, dtype) for c in spec[1:]))
+        return fn.serial(*(build_funcnn_model(c, dtype, fn) for c in spec[1:]))
     if kind == "residual":
-        return fn.residual(build_funcnn_model(spec[1], dtype))
+        return fn.residual(build_funcnn_model(spec[1], dtype, fn))
     if kind == "block":
         return fn.layers.ResNetBlock(spec[1], dtype=dtype)
     raise ValueError(f"unknown spec {spec!r}")
+
+
+def identity_user_layer(fn):
+    """A do-nothing layer written as a user writes one: ``fn.Layer(init, apply, vjp)``
+    with two-argument ``apply``/``vjp`` and no params (funcnn runs it as one opaque step)."""
+
+    def init(key):
+        return {}
+
+    def apply(params, x):
+        return x
+
+    def vjp(params, x):
+        def pullback(dy):
+            return {}, dy
+        return x, pullback
+
+    return fn.Layer(init, apply, vjp, name="UserIdentity")
+
+
+def with_user_layer(spec: tuple) -> tuple:
+    """The serial ``spec`` with an identity user layer inserted after its first ReLU."""
+    at = spec.index(RELU) + 1
+    return (*spec[:at], USER, *spec[at:])
 
 
 def funcnn_impl(wl: Workload, x, y, params0, *, donate: bool = False) -> Impl:
@@ -270,6 +300,32 @@ def funcnn_impl(wl: Workload, x, y, params0, *, donate: bool = False) -> Impl:
     import funcnn as fn
 
     model = build_funcnn_model(wl.spec, np.float32)
+    name, note = ("funcnn", "") if not donate else (
+        FUNCNN_DONATED, "fn.train_step(..., donate=True): the update is written over the old params and state")
+    return _train_step_impl(name, note, fn, model, wl, x, y, params0, donate=donate)
+
+
+def funcnn_user_layer_impl(wl: Workload, x, y, params0) -> Impl:
+    """funcnn's step on the same network with :func:`identity_user_layer` after the first
+    ReLU: the same training run (the Linears keep their weights under shifted keys)."""
+    import funcnn as fn
+
+    model = build_funcnn_model(with_user_layer(wl.spec), np.float32)
+    keys = fn.tree.flatten(model.init(fn.random.key(0)))
+    params = fn.tree.unflatten(dict(zip(keys, fn.tree.flatten(params0).values(), strict=True)))
+    note = "an identity fn.Layer(init, apply, vjp) (two-argument, {} params) after the first ReLU"
+    return _train_step_impl(FUNCNN_USER_LAYER, note, fn, model, wl, x, y, params)
+
+
+def funcnn_before_impl(wl: Workload, x, y, params0, before) -> Impl:
+    """``fn.train_step`` of another revision's funcnn (:mod:`benchmarks.before`)."""
+    model = build_funcnn_model(wl.spec, np.float32, before.fn)
+    note = f"fn.train_step of commit {before.rev}'s funcnn (git archive, imported as {before.fn.__name__})"
+    return _train_step_impl(before_name(before.rev), note, before.fn, model, wl, x, y, params0)
+
+
+def _train_step_impl(name, note, fn, model, wl: Workload, x, y, params0, *, donate: bool = False) -> Impl:
+    """One row: ``fn.train_step`` of the funcnn package ``fn`` on ``model``."""
     loss = fn.losses.mse if wl.loss == "mse" else fn.losses.softmax_cross_entropy
     opt = fn.optim.adam(wl.lr, weight_decay=wl.weight_decay)
     train_step = fn.train_step(model, loss, opt, donate=donate)
@@ -283,14 +339,12 @@ def funcnn_impl(wl: Workload, x, y, params0, *, donate: bool = False) -> Impl:
 
     def reset():
         nonlocal params, state
-        params, state = params0, state0  # never written (see the docstring)
+        params, state = params0, state0  # never written (see funcnn_impl)
 
     def convert(xb, yb):
         return xb.astype(np.float32), _targets(wl, yb, np.float32)
 
     xc, yc = convert(x, y)
-    name, note = ("funcnn", "") if not donate else (
-        FUNCNN_DONATED, "fn.train_step(..., donate=True): the update is written over the old params and state")
     return Impl(name, "float32", step, convert, _epoch_numpy(step, xc, yc, wl.batch),
                 reset=reset, note=note)
 

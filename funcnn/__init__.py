@@ -10,6 +10,7 @@ and gradients are exact::
 """
 
 from funcnn import (
+    callbacks,
     data,
     datasets,
     debug,
@@ -18,6 +19,7 @@ from funcnn import (
     interop,
     layers,
     losses,
+    ops,
     optim,
     random,
     testing,
@@ -25,12 +27,15 @@ from funcnn import (
     tree,
 )
 from funcnn.checkpoint import load, save
-from funcnn.combinators import residual, serial
+from funcnn.combinators import parallel, residual, serial
 from funcnn.grad import grad, value_and_grad
 from funcnn.layers import (
     ELU,
+    BatchNorm,
+    Dropout,
     GELU,
     Identity,
+    LayerNorm,
     LeakyReLU,
     Linear,
     LogSoftmax,
@@ -45,14 +50,15 @@ from funcnn.layers import (
 from funcnn.step import train_step
 from funcnn.summary import summary
 from funcnn.train import FitResult, fit
-from funcnn.types import Key, Layer, Params, Pullback
+from funcnn.types import Key, Layer, Params, Pullback, State
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ELU", "GELU", "FitResult", "Identity", "Key", "Layer", "LeakyReLU", "Linear",
-    "LogSoftmax", "Params", "Pullback", "ReLU", "ResNetBlock", "SiLU", "Sigmoid", "Softmax",
-    "Softplus", "Tanh", "data", "datasets", "debug", "distributed", "errors", "fit", "grad",
-    "interop", "layers", "load", "losses", "optim", "random", "residual", "save", "serial",
-    "summary", "testing", "train", "train_step", "tree", "value_and_grad",
+    "BatchNorm", "Dropout", "ELU", "GELU", "FitResult", "Identity", "Key", "Layer", "LayerNorm",
+    "LeakyReLU", "Linear", "LogSoftmax", "Params", "Pullback", "ReLU", "ResNetBlock", "SiLU",
+    "Sigmoid", "Softmax", "Softplus", "State", "Tanh", "callbacks", "data", "datasets", "debug",
+    "distributed", "errors", "fit", "grad", "interop", "layers", "load", "losses", "ops", "optim",
+    "parallel", "random", "residual", "save", "serial", "summary", "testing", "train", "train_step",
+    "tree", "value_and_grad",
 ]

@@ -591,6 +591,7 @@ def _raise_unless_like(
     *,
     short: str,
     fill_empty: bool,
+    hint: str = "Pass the like= tree of the model that wrote it, or load without like= to inspect it.",
 ) -> None:
     """Raise one :class:`StructureError` listing every difference between the specs.
 
@@ -629,6 +630,5 @@ def _raise_unless_like(
             f"{source} does not match like= ({len(problems)} difference{plural}; "
             f"expected = like=):\n  "
             + "\n  ".join(problems)
-            + "\nPass the like= tree of the model that wrote it, or load without like= "
-            "to inspect it."
+            + "\n" + hint
         )

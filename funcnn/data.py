@@ -5,7 +5,7 @@ always gives the same batches and the same split.
 
     >>> import funcnn as fn, numpy as np
     >>> x, y = np.arange(20.0).reshape(10, 2), np.arange(10.0).reshape(10, 1)
-    >>> train, val, test = fn.data.split(0, x, y)           # 50/20/30, like the seed
+    >>> train, val, test = fn.data.split(0, x, y)           # 50/20/30, like the tutorial
     >>> x_train, y_train = train
     >>> stats = fn.data.fit_standardizer(x_train)           # from the training split only
     >>> for epoch in range(3):
@@ -130,7 +130,7 @@ def split_indices(
     """Cut a random permutation of ``range(n)`` into parts of the given fractions.
 
     Part ``i`` (all but the last) gets ``int(fractions[i] * n)`` samples and the last
-    part gets the rest: for the seed's 50/20/30 split of the 1503 airfoil rows that is
+    part gets the rest: for the tutorial's 50/20/30 split of the 1503 airfoil rows that is
     751, 300 and 452. Fractions must be positive and sum to 1, and no part may be empty.
 
     Example:
@@ -157,7 +157,7 @@ def split(
     """Split arrays along their first axis into random parts (train/val/test).
 
     The same permutation is used for every array, so rows stay paired. Sizes follow
-    :func:`split_indices` (the seed's ``int(0.5 * n)``, ``int(0.2 * n)``, rest).
+    :func:`split_indices` (the tutorial's ``int(0.5 * n)``, ``int(0.2 * n)``, rest).
 
     Args:
         key: Random key or int seed.

@@ -1,12 +1,13 @@
-"""The seed tutorial's datasets: XOR, sin(x), and UCI Airfoil Self-Noise.
+"""The tutorial's datasets (XOR, sin(x), UCI Airfoil Self-Noise) and UCI digits.
 
-``xor()`` and ``sine()`` are built in memory exactly as the seed builds them.
+``xor()`` and ``sine()`` are built in memory exactly as the tutorial builds them.
+``digits()`` reads the 8x8 handwritten digits shipped inside funcnn (never the network).
 ``airfoil()`` reads the UCI file from ``path`` if given, else from the cache folder,
 else downloads it into the cache (only then is the network used)::
 
     import funcnn as fn
     x, y = fn.datasets.airfoil()                 # (1503, 5), (1503, 1)
-    train, val, test = fn.data.split(0, x, y)    # the seed's 50/20/30
+    train, val, test = fn.data.split(0, x, y)    # the tutorial's 50/20/30
 
 The cache folder is ``cache_dir=`` if given, else ``$FUNCNN_DATA_DIR`` if set, else
 ``~/.cache/funcnn``.
@@ -15,10 +16,13 @@ The cache folder is ``cache_dir=`` if given, else ``$FUNCNN_DATA_DIR`` if set, e
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import http.client
 import numbers
 import os
 import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib import request
@@ -48,6 +52,8 @@ _AIRFOIL_BOUNDS = (
 )
 _MAX_DOWNLOAD_BYTES = 4 * 2**20  # the file is about 60 kB
 ENV_DATA_DIR = "FUNCNN_DATA_DIR"
+# How the messages say "give a file": the argument in Python, the flag of the examples' CLI.
+_GIVE_PATH = "(path= in Python, --data PATH on the command line)"
 
 
 class Dataset(NamedTuple):
@@ -77,12 +83,12 @@ def xor(dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sine(n: int = 5000, dtype: Any = np.float64) -> Dataset:
-    """``y = sin(x)`` on ``[0, 2 pi]``: the seed's regression task.
+    """``y = sin(x)`` on ``[0, 2 pi]``: the tutorial's regression task.
 
     ``x_train`` is ``n`` evenly spaced points from 0 to 2 pi (shape ``(n, 1)``);
     ``x_val`` is the same grid shifted by half a step, so every validation point lies
     between two training points (the last one just past 2 pi). Computed in float64 as in
-    the seed, then cast to ``dtype``.
+    the tutorial, then cast to ``dtype``.
 
     Example:
         >>> data = sine()
@@ -107,6 +113,90 @@ def _float_dtype(dtype: Any, where: str) -> np.dtype:
     if dt is None or dt.kind != "f":
         raise TypeError(f"{where}: dtype must be a float dtype like np.float64, got {dtype!r}")
     return dt
+
+
+# --- digits -----------------------------------------------------------------------
+
+DIGITS_SHA256 = "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22"
+"""sha256 of the shipped ``digits.csv.gz``; :func:`digits` checks it on every load."""
+DIGITS_SPLITS = {"train": (0, 1, 2), "val": (3,), "test": (4,)}
+"""The fixed split: the ``k``-th image of each digit (in file order, from 0) is in the part
+whose tuple holds ``k % 5``."""
+
+
+def digits(
+    split: str | None = None,
+    *,
+    dtype: Any = np.float32,
+    scale: bool = True,
+    path: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """UCI handwritten digits: 8x8 images (1797 of them) and their labels 0..9.
+
+    The test set of the UCI Optical Recognition of Handwritten Digits data (E. Alpaydin,
+    C. Kaynak, 1998; https://doi.org/10.24432/C50P49; the file scikit-learn ships as
+    ``load_digits``), licensed CC BY 4.0 and shipped inside funcnn
+    (``funcnn/data_files/digits.csv.gz``, with its attribution beside it), so it loads
+    offline. Each pixel counts the set bits in a 4x4 block of a 32x32 bitmap (0..16).
+
+    The fixed split (``DIGITS_SPLITS``) is stratified and needs no random numbers: the
+    ``k``-th image of each digit, counting in file order from 0, is in ``"test"`` when
+    ``k % 5 == 4``, in ``"val"`` when ``k % 5 == 3``, else in ``"train"``: 1085 train
+    images (105..111 of each digit), 357 val (35..36 each) and 355 test (34..36 each).
+    Rows keep the file's order.
+
+    Args:
+        split: ``None`` for all 1797 rows, or ``"train"``, ``"val"``, ``"test"``.
+        dtype: Float dtype of the images (float32 by default, as funcnn's layers).
+        scale: Divide pixels by 16, to [0, 1] (default); ``False`` keeps the counts 0..16.
+        path: Another copy of ``digits.csv.gz`` to read (default: the shipped one).
+
+    Returns:
+        ``(images, labels)``: images ``(n, 1, 8, 8)`` (channels first, as ``Conv2d``
+        takes them; ``images.reshape(n, 64)`` for an MLP), labels ``(n,)`` int64.
+
+    Raises:
+        DatasetError: the file is missing or its sha256 is not ``DIGITS_SHA256``.
+
+    Example:
+        >>> x_train, y_train = digits("train")
+        >>> x_train.shape, x_train.dtype, y_train[:5]
+        ((1085, 1, 8, 8), dtype('float32'), array([0, 1, 2, 3, 4]))
+    """
+    dtype = _float_dtype(dtype, "digits")
+    if split is not None and split not in DIGITS_SPLITS:
+        raise ValueError(f"digits: split must be None or one of {list(DIGITS_SPLITS)}, got {split!r}")
+    table = _read_digits(Path(path) if path is not None else None)
+    if split is not None:
+        labels = table[:, 64]
+        rank = np.empty(len(table), np.int64)  # k: the how-manieth of its digit each row is
+        for digit in range(10):
+            rows = np.flatnonzero(labels == digit)
+            rank[rows] = np.arange(len(rows))
+        table = table[np.isin(rank % 5, DIGITS_SPLITS[split])]
+    images = table[:, :64].reshape(-1, 1, 8, 8).astype(dtype)
+    if scale:
+        images /= 16
+    return images, table[:, 64].astype(np.int64)
+
+
+def _read_digits(path: Path | None) -> np.ndarray:
+    """The checked table (1797, 65) of ints: 64 pixels, then the label."""
+    source = resources.files("funcnn").joinpath("data_files").joinpath("digits.csv.gz") if path is None else path
+    try:
+        raw = source.read_bytes()
+    except OSError as exc:
+        raise DatasetError(
+            f"digits: cannot read {source}: {exc}; reinstall funcnn, or pass path= to a copy"
+        ) from exc
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != DIGITS_SHA256:
+        raise DatasetError(
+            f"digits: {source} is not the UCI digits file: its sha256 is {digest}, expected "
+            f"{DIGITS_SHA256}; reinstall funcnn, or pass path= to a good copy"
+        )
+    text = gzip.decompress(raw).decode("ascii")
+    return np.array([line.split(",") for line in text.splitlines()], dtype=np.int64)
 
 
 # --- airfoil ----------------------------------------------------------------------
@@ -134,7 +224,7 @@ def airfoil(
     1. ``path``, if given (never downloads);
     2. ``<cache>/airfoil_self_noise.dat``, where ``<cache>`` is ``cache_dir``, else
        ``$FUNCNN_DATA_DIR``, else ``~/.cache/funcnn``;
-    3. a download from ``url`` (the seed's UCI address) into that cache file, when
+    3. a download from ``url`` (the tutorial's UCI address) into that cache file, when
        ``download`` is true. The file is written to a temporary name in the cache
        folder, synced, checked, and only then renamed into place, so an interrupted
        or bad download never leaves a partial file behind.
@@ -167,18 +257,21 @@ def airfoil(
     """
     dtype = _float_dtype(dtype, "airfoil")
     if path is not None:
-        data = _read_airfoil(Path(path), "pass path= to a good copy of the UCI file")
+        hint = f"give the path of a good copy of the UCI file {_GIVE_PATH}"
+        data = _read_airfoil(Path(path), hint)
     else:
         folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         cached = folder / AIRFOIL_FILENAME
         if cached.exists():
-            data = _read_airfoil(cached, "delete it to download it again, or pass path=")
+            data = _read_airfoil(cached, "delete it to download it again, or give the path of "
+                                         f"a good copy {_GIVE_PATH}")
         elif download:
             data = _download_airfoil(url, cached, timeout)
         else:
             raise DatasetError(
-                f"airfoil: no local copy at {cached} and download=False; pass path=, put "
-                f"the file there, or set {ENV_DATA_DIR} to a folder that holds it"
+                f"airfoil: no local copy at {cached} and download=False; give the path of a "
+                f"copy {_GIVE_PATH}, put the file there, or set {ENV_DATA_DIR} to a folder "
+                "that holds it"
             )
     data = data.astype(dtype, copy=False)
     return np.ascontiguousarray(data[:, :-1]), np.ascontiguousarray(data[:, -1:])
@@ -188,7 +281,7 @@ def _read_airfoil(path: Path, hint: str) -> np.ndarray:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise DatasetError(f"airfoil: cannot read {path}: {exc}") from exc
+        raise DatasetError(f"airfoil: cannot read {path}: {exc}; {hint}") from exc
     return _parse_airfoil(raw, str(path), hint)
 
 
@@ -232,8 +325,8 @@ def _parse_airfoil(raw: bytes, source: str, hint: str) -> np.ndarray:
 def _download_airfoil(url: str, dest: Path, timeout: float) -> np.ndarray:
     """Download ``url``, check it, then save it to ``dest`` atomically."""
     where = (
-        f"pass path= to a local copy, put the file at {dest}, or set {ENV_DATA_DIR} to a "
-        "folder that holds it"
+        f"give the path of a local copy {_GIVE_PATH}, put the file at {dest}, or set "
+        f"{ENV_DATA_DIR} to a folder that holds it"
     )
     try:
         raw = _fetch(url, timeout)

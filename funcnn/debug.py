@@ -78,17 +78,21 @@ def _checked(layer: Layer, where: tuple[str, ...], prefix: str, check_dparams: b
     label = " ".join(part for part in (".".join(where), layer.name) if part)
     outermost = not where
 
-    def apply(params, x):
-        if outermost:
-            _check_array(x, "input", label)
-        y = _call(lambda: layer.apply(params, x), "forward", label, lambda y: y)
-        _check_array(y, "forward", label, "output")
-        return y
+    call_context = layer.context  # user layers keep their two-argument contract
 
-    def vjp(params, x):
+    def apply(params, x, **context):
         if outermost:
             _check_array(x, "input", label)
-        y, pullback = _call(lambda: layer.vjp(params, x), "forward", label, lambda r: r[0])
+        result = _call(lambda: layer.apply(params, x, **context), "forward", label,
+                       lambda r: r[0] if "state" in context else r)
+        _check_array(result[0] if "state" in context else result, "forward", label, "output")
+        return result
+
+    def vjp(params, x, **context):
+        if outermost:
+            _check_array(x, "input", label)
+        y, pullback, *new_state = _call(lambda: layer.vjp(params, x, **context), "forward", label,
+                                        lambda r: r[0])
         _check_array(y, "forward", label, "output")
 
         def checked_pullback(dy):
@@ -103,9 +107,11 @@ def _checked(layer: Layer, where: tuple[str, ...], prefix: str, check_dparams: b
                         _check_array(leaf, "backward", label, what, rows=False)
             return dparams, dx
 
-        return y, checked_pullback
+        return (y, checked_pullback, *new_state)
 
-    return layer._replace(apply=apply, vjp=vjp)
+    # kernel=None: the checked layer runs as one opaque step of its (rebuilt) parent, so
+    # the parent calls these checked functions instead of the layer's kernel
+    return layer._replace(apply=apply, vjp=vjp, kernel=None, context=call_context)
 
 
 def _call(f: Callable[[], Any], direction: str, label: str, pick: Callable[[Any], Any]):

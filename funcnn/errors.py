@@ -51,6 +51,18 @@ class InputTypeError(LayerError, TypeError):
     """An input is of the wrong kind: a list, an int/bool/complex/object array, ..."""
 
 
+class StateError(LayerError, ValueError):
+    """A layer that keeps state (BatchNorm's running statistics) got no ``state=``, or a
+    state that is not its own."""
+
+
+class RandomKeyError(LayerError, TypeError):
+    """A layer that is random in training (Dropout) was trained without ``key=``."""
+
+class InputValueError(LayerError, ValueError):
+    """An input holds values the layer cannot take: an embedding index out of range."""
+
+
 class StructureError(FuncnnError, ValueError):
     """Two pytrees that must match (params and grads, params and ``like=``) do not."""
 
@@ -102,6 +114,10 @@ class ParamsError(LayerError, StructureError):
     dtypes). A :class:`LayerError`, so combinators prepend the index path, and a
     :class:`StructureError`, so code catching that keeps working."""
 
+
+class IntegerTargetWarning(UserWarning):
+    """A regression loss (``mse``, ``l1``, ``huber``) got integer targets: usually class
+    labels meant for ``softmax_cross_entropy``. Cast the targets to float to silence it."""
 
 class MPIUnavailableError(FuncnnError, ImportError):
     """``comm=`` was given but mpi4py is not installed (see :mod:`funcnn.distributed`)."""

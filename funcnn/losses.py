@@ -25,11 +25,12 @@ Options are keyword arguments, bound with ``functools.partial``:
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 
-from funcnn.errors import InputTypeError, ShapeError
+from funcnn.errors import InputTypeError, IntegerTargetWarning, ShapeError
 from funcnn.numerics import sigmoid
 
 ValueAndGrad = Callable[..., tuple[float, np.ndarray]]
@@ -42,6 +43,7 @@ class Loss:
         self._value_and_grad = value_and_grad
         self.name = name
         self._targets = targets
+        self._regression = targets == "regression"
         functools.update_wrapper(self, value_and_grad)
 
     def __call__(self, pred: np.ndarray, target: np.ndarray, **options) -> float:
@@ -50,8 +52,8 @@ class Loss:
     def value_and_grad(self, pred, target, **options) -> tuple[float, np.ndarray]:
         """``(loss value as float, d value / d pred with pred's shape and dtype)``."""
         pred = _check_pred(pred, self.name)
-        if self._targets == "same_shape":
-            target = _check_same_shape_target(target, pred, self.name)
+        if self._targets != "any":
+            target = _check_same_shape_target(target, pred, self.name, self._regression)
         value, dpred = self._value_and_grad(pred, target, **options)
         dpred = np.asarray(dpred)
         if dpred.shape != pred.shape:
@@ -73,13 +75,17 @@ def make_loss(value_and_grad: ValueAndGrad | None = None, *, name: str | None = 
         value_and_grad: the loss and its exact gradient with respect to ``pred``.
         name: shown in errors; defaults to the function's name.
         targets: ``"same_shape"`` (default) checks that ``target`` is an array of
-            ``pred``'s shape and casts it to ``pred``'s dtype; ``"any"`` leaves the
-            target to ``f`` (as ``softmax_cross_entropy`` does for int labels).
+            ``pred``'s shape and casts it to ``pred``'s dtype; ``"regression"`` does the
+            same and warns (:class:`funcnn.errors.IntegerTargetWarning`) when the target
+            is an integer array, which usually means class labels given to a regression
+            loss (``mse``, ``l1``, ``huber``); ``"any"`` leaves the target to ``f`` (as
+            ``softmax_cross_entropy`` does for int labels).
 
     Usable bare (``@make_loss``) or with arguments (``@make_loss(name="...")``).
     """
-    if targets not in ("same_shape", "any"):
-        raise ValueError(f"make_loss: targets must be 'same_shape' or 'any', got {targets!r}")
+    if targets not in ("same_shape", "regression", "any"):
+        raise ValueError(f"make_loss: targets must be 'same_shape', 'regression' or 'any', "
+                         f"got {targets!r}")
 
     def wrap(f):
         return Loss(f, name or getattr(f, "__name__", "loss"), targets)
@@ -100,7 +106,7 @@ def _check_pred(pred, name: str) -> np.ndarray:
     return pred
 
 
-def _check_same_shape_target(target, pred: np.ndarray, name: str) -> np.ndarray:
+def _check_same_shape_target(target, pred: np.ndarray, name: str, regression: bool) -> np.ndarray:
     if not isinstance(target, np.ndarray):
         raise InputTypeError(
             f"target must be a numpy array, got {type(target).__name__}; use np.asarray(target)",
@@ -114,6 +120,12 @@ def _check_same_shape_target(target, pred: np.ndarray, name: str) -> np.ndarray:
             "equal (reshape one, e.g. target.reshape(pred.shape))",
             layer=name,
         )
+    if regression and target.dtype.kind in "iu":
+        warnings.warn(
+            f"{name}: target has integer dtype {target.dtype} (cast to {pred.dtype}); integer "
+            "targets look like class labels: for classification use "
+            "fn.losses.softmax_cross_entropy; for integer-valued regression targets pass "
+            f"target.astype(np.{pred.dtype}) to silence this", IntegerTargetWarning, stacklevel=3)
     return target.astype(pred.dtype, copy=False)
 
 
@@ -126,9 +138,9 @@ def _mean(a: np.ndarray):
     return total.dtype.type(float(total) / a.size)
 
 
-@make_loss
+@make_loss(targets="regression")
 def mse(pred, target):
-    """Mean squared error with the seed's 1/2: ``mean(0.5 * (pred - target)**2)``.
+    """Mean squared error with the tutorial's 1/2: ``mean(0.5 * (pred - target)**2)``.
 
     Gradient: ``(pred - target) / pred.size``.
     """
@@ -136,7 +148,7 @@ def mse(pred, target):
     return 0.5 * _mean(d * d), d * (1.0 / d.size)
 
 
-@make_loss
+@make_loss(targets="regression")
 def l1(pred, target):
     """Mean absolute error ``mean(|pred - target|)``; gradient ``sign(pred - target) / size``
     (0 where they are equal)."""
@@ -144,7 +156,7 @@ def l1(pred, target):
     return _mean(np.abs(d)), np.sign(d) * (1.0 / d.size)
 
 
-@make_loss
+@make_loss(targets="regression")
 def huber(pred, target, delta: float = 1.0):
     """Huber loss, mean over elements: ``0.5 d**2`` for ``|d| <= delta``, else
     ``delta * (|d| - delta/2)``, with ``d = pred - target``.

@@ -5,13 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from funcnn import tree
-from funcnn.types import Layer, Params
+from funcnn.types import Layer, Params, State
 
 
-def summary(model: Layer, params: Params) -> str:
+def summary(model: Layer, params: Params, state: State | None = None) -> str:
     """Return a table with one row per layer: key path, layer, param shapes, count.
 
-    The key path is the prefix of that layer's entries in ``fn.tree.flatten(params)``.
+    The key path is the prefix of that layer's entries in ``fn.tree.flatten(params)``
+    (and of its state's). Layers with state (BatchNorm) list their state leaves after
+    the params, marked ``state:``; ``state`` defaults to ``model.init_state()``. The
+    count is of params only.
 
     Example:
         >>> print(fn.summary(model, params))
@@ -20,7 +23,7 @@ def summary(model: Layer, params: Params) -> str:
         ...
     """
     rows = [("path", "layer", "params", "count")]
-    _collect(model, params, "", rows)
+    _collect(model, params, model.init_state() if state is None else state, "", rows)
     total = tree.size(params)
     rows.append(("", "total", "", f"{total:,}"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
@@ -33,16 +36,21 @@ def summary(model: Layer, params: Params) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _collect(layer: Layer, params, path: str, rows: list) -> None:
+def _collect(layer: Layer, params, state, path: str, rows: list) -> None:
     if layer.children:
         for child, key in zip(layer.children, layer.child_keys):
             if key is None:
-                _collect(child, params, path, rows)
+                _collect(child, params, state, path, rows)
             else:
                 child_params = params.get(key, {}) if isinstance(params, dict) else {}
-                _collect(child, child_params, f"{path}.{key}" if path else key, rows)
+                child_state = state.get(key, {}) if isinstance(state, dict) else {}
+                _collect(child, child_params, child_state, f"{path}.{key}" if path else key, rows)
         return
     flat = tree.flatten(params) if isinstance(params, dict) else {}
     shapes = ", ".join(f"{k} {tuple(np.shape(v))}" for k, v in flat.items())
+    flat_state = tree.flatten(state) if isinstance(state, dict) else {}
+    if flat_state:
+        state_shapes = ", ".join(f"{k} {tuple(np.shape(v))}" for k, v in flat_state.items())
+        shapes = f"{shapes}; state: {state_shapes}" if shapes else f"state: {state_shapes}"
     count = sum(int(np.size(v)) for v in flat.values())
     rows.append((path or "-", layer.name, shapes, f"{count:,}"))

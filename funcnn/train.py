@@ -13,7 +13,7 @@ write your own when you need something else::
         val_loss = fn.losses.mse(model.apply(params, x_val), y_val)
         print(epoch, loss, val_loss)
 
-On top of that loop ``fit`` keeps the best ``k`` params by validation loss (the seed
+On top of that loop ``fit`` keeps the best ``k`` params by validation loss (the tutorial
 keeps 3; params are never mutated, so it keeps references, not copies), stops early
 after ``patience`` epochs without improvement and then returns the best params, stops
 with :class:`funcnn.errors.NonFiniteLossError` at the first NaN/Inf loss, returns what
@@ -28,6 +28,7 @@ import math
 import numbers
 import os
 import time
+from collections.abc import Sequence
 from typing import Any, NamedTuple, TextIO
 
 import numpy as np
@@ -36,19 +37,31 @@ from funcnn import data, random, tree
 from funcnn.checkpoint import load, save
 from funcnn.errors import CheckpointError, NonFiniteLossError, StructureError
 from funcnn.grad import loss_gradient_rule, value_and_grad
+from funcnn.callbacks import Callback, EpochRecord, ReduceLROnPlateau, append_log, rewrite_log
+from funcnn.kernel import kernel_of
+from funcnn.optim.ema import ema_params
+from funcnn.optim.base import GradientTransform
 from funcnn.progress import Progress
-from funcnn.types import Layer, Params
+from funcnn.types import Layer, Params, State
 
 LATEST = "latest.ckpt"
-HISTORY_KEYS = ("train_loss", "val_loss", "lr", "time")
+HISTORY_KEYS = ("train_loss", "val_loss", "lr", "time", "lr_scale")
 
 
 class BestModel(NamedTuple):
-    """One of the best models seen: its monitored loss, epoch (0-based) and params."""
+    """One of the best models seen: its monitored loss, the epoch after which it was
+    taken (counted from 1, as the progress lines, the examples' ``metrics.json`` and the
+    messages count), its params and model state (BatchNorm statistics; ``{}`` for a
+    model without state)."""
 
     loss: float
     epoch: int
     params: Params
+    state: State | None = None
+
+    def __repr__(self) -> str:
+        return (f"BestModel(loss={self.loss:.6g}, epoch={self.epoch}, "
+                f"params={_describe_tree(self.params)}, state={_describe_tree(self.state)})")
 
 
 class FitResult(NamedTuple):
@@ -57,11 +70,15 @@ class FitResult(NamedTuple):
     Attributes:
         params: the final params (the best ones after early stopping).
         opt_state: the optimizer state after the last update.
-        history: ``{"train_loss", "val_loss", "lr", "time"}``, one float64 entry per
-            finished epoch (``val_loss`` is NaN without validation data; ``lr`` is the
-            learning rate at the start of the epoch; ``time`` in seconds).
+        state: the model state that goes with ``params`` (BatchNorm's running
+            statistics; ``{}`` for a model without state).
+        history: ``{"train_loss", "val_loss", "lr", "time", "lr_scale"}``, one float64
+            entry per finished epoch (``val_loss`` is NaN without validation data; ``lr``
+            is the learning rate the epoch's updates used, ``lr_scale`` the factor
+            ``lr_on_plateau`` put on it; ``time`` in seconds).
         best: the best models, best first (by validation loss, else training loss).
-        stop_reason: ``None`` (all epochs ran), ``"early_stopping"`` or ``"interrupted"``.
+        stop_reason: ``None`` (all epochs ran), ``"early_stopping"``, ``"callback"`` (a
+            callback returned ``"stop"``) or ``"interrupted"``.
     """
 
     params: Params
@@ -69,11 +86,35 @@ class FitResult(NamedTuple):
     history: dict[str, np.ndarray]
     best: tuple[BestModel, ...]
     stop_reason: str | None
+    state: State = {}  # noqa: RUF012 -- never mutated; fit always passes its own
 
     @property
     def best_params(self) -> Params:
         """The params with the lowest monitored loss (the final ones if none recorded)."""
         return self.best[0].params if self.best else self.params
+
+    @property
+    def best_state(self) -> State:
+        """The model state that goes with :attr:`best_params`."""
+        return self.best[0].state if self.best else self.state
+
+    def __repr__(self) -> str:
+        epochs = len(self.history.get("train_loss", ()))
+        losses = ", ".join(f"{name} {values[-1]:.6g}" for name, values in self.history.items()
+                           if name.endswith("loss") and len(values))
+        best = ", ".join(f"(loss={m.loss:.6g}, epoch={m.epoch})" for m in self.best)
+        return (f"FitResult(params={_describe_tree(self.params)}, "
+                f"opt_state={_describe_tree(self.opt_state)}, state={_describe_tree(self.state)}, "
+                f"history=<{epochs} epochs{': last ' + losses if losses else ''}>, best=[{best}], "
+                f"stop_reason={self.stop_reason!r})")
+
+
+def _describe_tree(tree_) -> str:
+    """``<3 arrays, 1,057 values>``: a tree's size, not its values."""
+    if not isinstance(tree_, dict):
+        return repr(tree_)
+    leaves = [leaf for leaf in tree.leaves(tree_) if not isinstance(leaf, dict)]
+    return f"<{len(leaves)} arrays, {sum(int(np.size(leaf)) for leaf in leaves):,} values>"
 
 
 class _Run(NamedTuple):
@@ -84,11 +125,13 @@ class _Run(NamedTuple):
 
     params: Params
     opt_state: Params
+    state: State  # the model's (BatchNorm statistics), {} for none
     epoch: int  # epochs finished (recorded in history and best)
     batch: int  # batches done in the current epoch
     loss_sum: float  # sum of batch_loss * batch_size over those batches
     count: int  # samples in those batches
     since_best: int  # finished epochs since the last improvement
+    plateau: dict  # lr_on_plateau's state ({} without it)
     elapsed: float  # seconds spent on the current epoch by earlier processes (resume)
     history: dict[str, tuple[float, ...]]
     best: tuple[BestModel, ...]
@@ -100,7 +143,7 @@ def fit(
     optimizer,
     params: Params,
     train: tuple[np.ndarray, np.ndarray],
-    *,
+    *misplaced,
     epochs: int,
     batch_size: int,
     key,
@@ -115,6 +158,10 @@ def fit(
     stream: TextIO | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    state: State | None = None,
+    eval_params: str = "params",
+    lr_on_plateau: ReduceLROnPlateau | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> FitResult:
     """Train ``model`` on ``train = (x, y)`` with mini-batches; see the module docstring.
 
@@ -123,7 +170,8 @@ def fit(
         params: the initial params (e.g. ``model.init(key)``).
         train: ``(x, y)`` training arrays; ``val``: optional ``(x_val, y_val)``.
         epochs, batch_size: positive ints. ``key``: a key or int seed; epoch ``e``
-            shuffles with ``fn.random.fold_in(key, e)``.
+            shuffles with ``fn.random.fold_in(key, e)``; random layers (Dropout) get a
+            new key per batch from it (see :func:`batch_key`), so a run is reproducible.
         opt_state: continue from this optimizer state instead of ``optimizer.init``.
         keep_best: how many best models to keep (by validation loss if ``val`` is
             given, else by the epoch's training loss).
@@ -136,6 +184,20 @@ def fit(
             history, best-k) and ``best-<i>.ckpt`` (the i-th best params), atomically.
         resume: continue from ``checkpoint_dir/latest.ckpt`` if it exists; the result
             is bitwise the same as a run that was never interrupted.
+        state: the model state to start from (default ``model.init_state()``). Training
+            steps run in training mode (batch statistics, dropout) and carry the state
+            from batch to batch; validation runs with ``train=False``. The state is in
+            the result, in every best-k entry and in the checkpoints
+            (``best-<i>.state.ckpt`` beside ``best-<i>.ckpt`` for a model with state).
+        eval_params: ``"params"`` (default) validates and keeps best-k with the trained
+            params; ``"ema"`` with their average, ``fn.optim.ema_params(opt_state)``
+            (the optimizer must be an ``fn.optim.ema(...)``); best-k then holds averages.
+        lr_on_plateau: a :class:`funcnn.callbacks.ReduceLROnPlateau` that scales every
+            update down when the monitored loss stalls; its state is checkpointed.
+        callbacks: functions called after every epoch with a
+            :class:`funcnn.callbacks.EpochRecord`; one returning ``"stop"`` ends
+            training (``stop_reason="callback"``). With ``checkpoint_dir`` the records
+            are also written to ``metrics.jsonl`` there, one JSON line per epoch.
 
     Returns:
         a :class:`FitResult`.
@@ -146,12 +208,30 @@ def fit(
         NonFiniteLossError: a training or validation loss was NaN or Inf; names the
             epoch and batch; ``error.result`` holds the last finite state and best-k.
     """
+    if misplaced:  # fit(model, loss, opt, params, x, y): a Python error would not say the fix
+        raise TypeError(f"fit: got {len(misplaced)} positional argument(s) after train; pass the "
+                        "data as one pair, fit(model, loss, optimizer, params, (x, y), epochs=..., "
+                        "batch_size=..., key=...), and everything after it by keyword")
     loss_gradient_rule(loss)  # rejects a loss without a gradient rule before any work
     _check_fit_args(model, optimizer, epochs, batch_size, keep_best, patience, min_delta)
+    plateau_rule = _check_plateau(lr_on_plateau)
+    callbacks = _check_callbacks(callbacks)
+    if eval_params not in ("params", "ema"):
+        raise ValueError(f"fit: eval_params must be 'params' or 'ema', got {eval_params!r}")
     x, y = _pair(train, "train")
+    rule = kernel_of(model)
+    if state is None:
+        state = model.init_state()
+    with_state = bool(state) or rule.stateful
+
+    def evaluate(params, model_state, xs):
+        if not with_state:
+            return model.apply(params, xs)
+        return model.apply(params, xs, state=model_state, train=False)[0]
+
     if val is not None:
         x_val, y_val = _pair(val, "val")
-        loss(model.apply(params, x_val[:1]), y_val[:1])  # a bad val shape fails now, not after an epoch
+        loss(evaluate(params, state, x_val[:1]), y_val[:1])  # a bad val shape fails now, not after an epoch
     total = data.num_batches(len(x), batch_size, drop_last)
     if total == 0:
         raise ValueError(f"fit: drop_last=True with {len(x)} samples and batch_size={batch_size} "
@@ -162,33 +242,56 @@ def fit(
 
     if opt_state is None:
         opt_state = optimizer.init(params)
-    run = _Run(params, opt_state, epoch=0, batch=0, loss_sum=0.0, count=0, since_best=0,
-               elapsed=0.0, history={k: () for k in HISTORY_KEYS}, best=())
+    if eval_params == "ema":
+        ema_params(opt_state)  # no average in this state: the StructureError says so now
+
+    def evaluated(run_):  # the params validation and best-k use
+        return ema_params(run_.opt_state) if eval_params == "ema" else run_.params
+
+    plateau = plateau_rule.init() if plateau_rule is not None else {}
+    run = _Run(params, opt_state, state, epoch=0, batch=0, loss_sum=0.0, count=0, since_best=0,
+               plateau=plateau, elapsed=0.0, history={k: () for k in HISTORY_KEYS}, best=())
     if resume and os.path.exists(os.path.join(folder, LATEST)):
-        run = _load_latest(folder, params, opt_state, key, batch_size, len(x))
-        report.message(f"resuming from {os.path.join(folder, LATEST)} at epoch {run.epoch + 1}, "
-                       f"batch {run.batch + 1}")
+        run = _load_latest(folder, params, opt_state, state, plateau, key, batch_size, len(x))
+        rewrite_log(folder, _records(run.history, val is not None, min_delta))
+        where = os.path.join(folder, LATEST)
+        if run.epoch >= epochs:
+            report.message(f"{where}: already complete ({run.epoch} of {epochs} epochs); nothing "
+                           "to train (pass a larger epochs= to train on)")
+        else:
+            report.message(f"resuming from {where} in epoch {run.epoch + 1} after {run.batch} of "
+                           f"{total} batches")
     elif resume:
         report.message(f"no checkpoint in {folder}; starting from scratch")
 
     def snapshot(stop_reason):
-        final = run.best[0].params if stop_reason == "early_stopping" else run.params
-        return FitResult(final, run.opt_state, _as_arrays(run.history), run.best, stop_reason)
+        final = run.best[0] if stop_reason == "early_stopping" else run
+        return FitResult(final.params, run.opt_state, _as_arrays(run.history), run.best, stop_reason,
+                         final.state)
 
     def checkpoint():
         if folder is not None:
             _save_run(folder, run, key, batch_size, len(x))
 
-    step = value_and_grad(model, loss)  # compiled plan for built-in layers
+    step = value_and_grad(model, loss)  # a program of the model's kernels (funcnn.program)
+    noise_key = random.split(key, 2)[1] if rule.random else None
     epoch, started = run.epoch, time.perf_counter()
     try:
         for epoch in range(run.epoch, epochs):
             started = time.perf_counter()
-            lr = float(run.opt_state["lr"]) if "lr" in run.opt_state else math.nan
+            scale = float(run.plateau["scale"]) if run.plateau else 1.0
+            lr = float(run.opt_state["lr"]) * scale if "lr" in run.opt_state else math.nan
             order = data.batches(x, y, batch_size, key=random.fold_in(key, epoch),
                                  shuffle=shuffle, drop_last=drop_last)
             for xb, yb in itertools.islice(order, run.batch, None):
-                value, grads = step(run.params, xb, yb)
+                context = {}
+                if noise_key is not None:
+                    context["key"] = batch_key(noise_key, epoch, run.batch)
+                if with_state:
+                    value, grads, new_model_state = step(run.params, xb, yb, state=run.state, **context)
+                else:
+                    value, grads = step(run.params, xb, yb, **context)
+                    new_model_state = run.state
                 if not math.isfinite(value):
                     raise NonFiniteLossError(
                         f"training loss is {value} at epoch {epoch + 1}, batch "
@@ -196,7 +299,11 @@ def fit(
                         "in error.result (try a smaller learning rate or check the data)"
                     )
                 new_params, new_state = optimizer.update(grads, run.opt_state, run.params)
-                run = run._replace(params=new_params, opt_state=new_state, batch=run.batch + 1,
+                if scale != 1.0:  # lr_on_plateau: a smaller step, as a smaller lr would make
+                    new_params = tree.map(lambda old, new: old + scale * (new - old), run.params,
+                                          new_params)
+                run = run._replace(params=new_params, opt_state=new_state, state=new_model_state,
+                                   batch=run.batch + 1,
                                    loss_sum=run.loss_sum + value * len(xb),
                                    count=run.count + len(xb))
                 report.batch(epoch, run.batch, total, value)
@@ -204,38 +311,68 @@ def fit(
             train_loss = run.loss_sum / run.count
             val_loss = math.nan
             if val is not None:
-                val_loss = loss(model.apply(run.params, x_val), y_val)
+                val_loss = loss(evaluate(evaluated(run), run.state, x_val), y_val)
                 if not math.isfinite(val_loss):
                     raise NonFiniteLossError(f"validation loss is {val_loss} after epoch {epoch + 1}")
             monitored = val_loss if val is not None else train_loss
             improved = not run.best or monitored < run.best[0].loss - min_delta
             seconds = run.elapsed + time.perf_counter() - started
-            record = (train_loss, val_loss, lr, seconds)
+            row = (train_loss, val_loss, lr, seconds, scale)
             run = run._replace(  # one assignment records the finished epoch
                 epoch=epoch + 1, batch=0, loss_sum=0.0, count=0, elapsed=0.0,
                 since_best=0 if improved else run.since_best + 1,
-                history={k: (*run.history[k], v) for k, v in zip(HISTORY_KEYS, record)},
-                best=_keep_best(run.best, BestModel(monitored, epoch, run.params), keep_best),
+                plateau=plateau_rule.update(run.plateau, monitored) if plateau_rule else run.plateau,
+                history={k: (*run.history[k], v) for k, v in zip(HISTORY_KEYS, row)},
+                best=_keep_best(run.best, BestModel(monitored, epoch + 1, evaluated(run), run.state),
+                                keep_best),
             )
             report.epoch(epoch, train_loss, val_loss if val is not None else None, seconds,
                          "  *" if improved else "")
             checkpoint()
+            record = EpochRecord(epoch + 1, train_loss, val_loss, lr, scale, seconds, improved,
+                                 run.best[0].loss, run.best[0].epoch)
+            if folder is not None:
+                append_log(folder, record)
+            if any([callback(record) == "stop" for callback in callbacks]):  # every one sees it
+                report.message(f"stopped by a callback after epoch {epoch + 1}")
+                return snapshot("callback")
             if patience is not None and run.since_best >= patience:
                 report.message(f"early stopping: no improvement for {patience} epochs; "
-                               f"restoring the best params (epoch {run.best[0].epoch + 1})")
+                               f"restoring the best params (epoch {run.best[0].epoch})")
                 return snapshot("early_stopping")
     except KeyboardInterrupt:
         if run.epoch == epoch:  # inside an epoch: keep the time it has taken so far
             run = run._replace(elapsed=run.elapsed + time.perf_counter() - started)
         checkpoint()
         where = f" (saved to {folder})" if folder is not None else ""
-        report.message(f"interrupted at epoch {run.epoch + 1}, batch {run.batch}; "
+        report.message(f"interrupted in epoch {run.epoch + 1} after {run.batch} of {total} batches; "
                        f"returning what was trained so far{where}")
         return snapshot("interrupted")
     except NonFiniteLossError as error:
         error.result = snapshot("non_finite_loss")
         raise
     return snapshot(None)
+
+
+def batch_key(noise_key, epoch: int, batch: int):
+    """The key of batch ``batch`` (0-based) of epoch ``epoch`` for the random layers:
+    ``fold_in(fold_in(noise_key, epoch), batch)`` with ``noise_key = split(key)[1]`` of
+    fit's ``key``; a resumed run draws the same masks."""
+    return random.fold_in(random.fold_in(noise_key, epoch), batch)
+
+
+def _records(history: dict, with_val: bool, min_delta: float) -> list[EpochRecord]:
+    """The epoch records of a history (as fit made them, epoch by epoch)."""
+    records, best_loss, best_epoch = [], math.inf, 0
+    columns = [history[k] for k in HISTORY_KEYS]
+    for epoch, (train_loss, val_loss, lr, seconds, scale) in enumerate(zip(*columns), start=1):
+        monitored = val_loss if with_val else train_loss
+        improved = epoch == 1 or monitored < best_loss - min_delta
+        if monitored < best_loss:
+            best_loss, best_epoch = monitored, epoch
+        records.append(EpochRecord(epoch, train_loss, val_loss, lr, scale, seconds, improved,
+                                   best_loss, best_epoch))
+    return records
 
 
 def _keep_best(best: tuple[BestModel, ...], candidate: BestModel, k: int) -> tuple[BestModel, ...]:
@@ -256,9 +393,11 @@ def _as_arrays(history: dict[str, tuple[float, ...]]) -> dict[str, np.ndarray]:
 def _save_run(folder, run: _Run, key, batch_size, n):
     os.makedirs(folder, exist_ok=True)
     best = run.best
-    state = {
+    record = {
         "params": run.params,
         "opt_state": run.opt_state,
+        "state": run.state,
+        "plateau": run.plateau,
         "key": key,
         "progress": {
             "epoch": np.array(run.epoch, np.int64),
@@ -275,33 +414,46 @@ def _save_run(folder, run: _Run, key, batch_size, n):
             "loss": np.array([m.loss for m in best], np.float64),
             "epoch": np.array([m.epoch for m in best], np.int64),
             "params": {str(i): m.params for i, m in enumerate(best)},
+            "state": {str(i): m.state for i, m in enumerate(best)},
         },
     }
     for i, model in enumerate(best, start=1):
         save(os.path.join(folder, f"best-{i}.ckpt"), model.params)
-    save(os.path.join(folder, LATEST), state)
+        if model.state:
+            save(os.path.join(folder, f"best-{i}.state.ckpt"), model.state)
+    save(os.path.join(folder, LATEST), record)
 
 
-def _load_latest(folder, params, opt_state, key, batch_size, n):
+def _load_latest(folder, params, opt_state, model_state, plateau, key, batch_size, n):
     path = os.path.join(folder, LATEST)
-    state = load(path)
+    record = load(path)
     try:
-        for name, like in (("params", params), ("opt_state", opt_state)):
-            tree.assert_same_structure(like, state[name], names=(f"the model's {name}", path))
-        progress = state["progress"]
-        if not np.array_equal(state["key"], key):
-            raise StructureError(f"{path} was trained with key {state['key'].tolist()}, "
+        saved_model_state = record.get("state", {})  # checkpoints of models without state may lack it
+        for name, like, got in (("params", params, record["params"]),
+                                ("opt_state", opt_state, record["opt_state"]),
+                                ("state", model_state, saved_model_state)):
+            tree.assert_same_structure(like, got, names=(f"the model's {name}", path))
+        progress = record["progress"]
+        if not np.array_equal(record["key"], key):
+            raise StructureError(f"{path} was trained with key {record['key'].tolist()}, "
                                  f"but fit got key {key.tolist()}; pass the same key to resume")
         if int(progress["batch"]) and (int(progress["batch_size"]), int(progress["samples"])) != (batch_size, n):
             raise StructureError(
                 f"{path} stopped mid-epoch with batch_size {int(progress['batch_size'])} on "
                 f"{int(progress['samples'])} samples; resume needs the same, got {batch_size} on {n}"
             )
-        history = {name: tuple(state["history"][name].tolist()) for name in HISTORY_KEYS}
-        best_params = state["best"]["params"]
-        best = tuple(BestModel(float(loss), int(epoch), best_params[str(i)]) for i, (loss, epoch)
-                     in enumerate(zip(state["best"]["loss"], state["best"]["epoch"])))
-        return _Run(state["params"], state["opt_state"], epoch=int(progress["epoch"]),
+        history = {name: tuple(record["history"][name].tolist()) for name in HISTORY_KEYS[:4]}
+        epochs_done = len(history["train_loss"])  # lr_scale: 1 in checkpoints written without it
+        history["lr_scale"] = tuple(record["history"].get("lr_scale", np.ones(epochs_done)).tolist())
+        saved_plateau = record.get("plateau", {})
+        tree.assert_same_structure(plateau, saved_plateau, names=("fit's lr_on_plateau state", path))
+        best_params, best_states = record["best"]["params"], record["best"].get("state", {})
+        shift = 0 if "state" in record["best"] else 1  # checkpoints before 0.2 counted from 0
+        best = tuple(BestModel(float(loss), int(epoch) + shift, best_params[str(i)],
+                               best_states.get(str(i), {}))
+                     for i, (loss, epoch) in enumerate(zip(record["best"]["loss"], record["best"]["epoch"])))
+        return _Run(record["params"], record["opt_state"], saved_model_state, plateau=saved_plateau,
+                    epoch=int(progress["epoch"]),
                     batch=int(progress["batch"]), loss_sum=float(progress["loss_sum"]),
                     count=int(progress["count"]), since_best=int(progress["since_best"]),
                     elapsed=float(progress["elapsed"]), history=history, best=best)
@@ -314,7 +466,11 @@ def _load_latest(folder, params, opt_state, key, batch_size, n):
 
 def _check_fit_args(model, optimizer, epochs, batch_size, keep_best, patience, min_delta) -> None:
     if not isinstance(model, Layer):
-        raise TypeError(f"fit: model must be a funcnn Layer, got {type(model).__name__}")
+        raise TypeError(f"fit: model must be a funcnn Layer (e.g. fn.serial(fn.layers.Linear(2, 8), "
+                        f"fn.layers.ReLU(), fn.layers.Linear(8, 1))), got {type(model).__name__}")
+    if isinstance(optimizer, GradientTransform):
+        raise TypeError("fit: optimizer is a gradient transform (it returns grads, not params); end "
+                        "it with a rule: fn.optim.chain(transform, fn.optim.adam(1e-3))")
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         raise TypeError(f"fit: optimizer must be an Optimizer(init, update) such as "
                         f"fn.optim.adam(1e-3), got {type(optimizer).__name__}")
@@ -325,6 +481,24 @@ def _check_fit_args(model, optimizer, epochs, batch_size, keep_best, patience, m
         _positive_int(patience, "patience")
     if not (isinstance(min_delta, numbers.Real) and min_delta >= 0):
         raise ValueError(f"fit: min_delta must be a number >= 0, got {min_delta!r}")
+
+
+def _check_plateau(rule) -> ReduceLROnPlateau | None:
+    if rule is not None and not isinstance(rule, ReduceLROnPlateau):
+        raise TypeError(f"fit: lr_on_plateau must be an fn.callbacks.ReduceLROnPlateau(...) or None, "
+                        f"got {type(rule).__name__}")
+    return None if rule is None else rule.check()
+
+
+def _check_callbacks(callbacks) -> tuple:
+    if callable(callbacks):
+        callbacks = (callbacks,)
+    callbacks = tuple(callbacks)
+    for i, callback in enumerate(callbacks):
+        if not callable(callback):
+            raise TypeError(f"fit: callbacks[{i}] must be a function of an EpochRecord, got "
+                            f"{type(callback).__name__}")
+    return callbacks
 
 
 def _positive_int(value: Any, name: str) -> None:
@@ -338,7 +512,8 @@ def _pair(arrays, name: str) -> tuple[np.ndarray, np.ndarray]:
     x, y = arrays
     for label, a in (("x", x), ("y", y)):
         if not isinstance(a, np.ndarray):
-            raise TypeError(f"fit: {name} {label} must be a numpy array, got {type(a).__name__}")
+            raise TypeError(f"fit: {name} {label} must be a numpy array, got {type(a).__name__}; "
+                            f"convert it with np.asarray({label})")
         if a.ndim == 0:
             raise ValueError(f"fit: {name} {label} must have a sample axis (first dimension), "
                              "got a 0-d array")

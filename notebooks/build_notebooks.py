@@ -3,7 +3,7 @@
 The notebooks are generated so that a change shows up as a readable diff of this file,
 and they are committed without outputs. Every notebook reads ``FUNCNN_NOTEBOOK_EPOCHS``
 (CI sets it to 2 and runs them top to bottom, see tests/test_notebooks.py); unset, it
-trains for the seed's epochs. The airfoil notebook reads the data from
+trains for the tutorial's epochs. The airfoil notebook reads the data from
 ``FUNCNN_AIRFOIL_PATH`` if set, else from funcnn's cache (downloading it once).
 
 Needs ``pip install 'funcnn[notebooks]'`` (nbformat).
@@ -38,7 +38,7 @@ import numpy as np
 import funcnn as fn
 
 # CI runs every notebook with FUNCNN_NOTEBOOK_EPOCHS=2 so that they never rot;
-# unset, the seed's number of epochs is used.
+# unset, the tutorial's number of epochs is used.
 EPOCHS = int(os.environ.get("FUNCNN_NOTEBOOK_EPOCHS", {default_epochs}))
 {extra}'''
 
@@ -47,21 +47,21 @@ XOR = [
     md("""
 # XOR: by hand, then with funcnn
 
-The seed tutorial starts with the smallest network that needs a hidden layer: two
+The tutorial starts with the smallest network that needs a hidden layer: two
 inputs, two sigmoid units, one sigmoid output, trained on the four XOR points by
 full-batch gradient descent (learning rate 0.1, 10000 epochs) on the squared error
 $L = \\frac{1}{2}\\sum_i (a^{(2)}_i - y_i)^2$, with the backward pass written out by hand.
 
-This notebook runs the seed's code unchanged, then does the same training with funcnn
+This notebook runs the tutorial's code unchanged, then does the same training with funcnn
 and checks that both give the same numbers. From a shell:
 `python -m funcnn.examples xor`.
 """),
     code(setup(10000)),
     md("""
-## By hand: the seed's code
+## By hand: the tutorial's code
 
 Forward pass, error, the two deltas of backpropagation, and the update, exactly as in
-the seed (with `epochs = EPOCHS`).
+the tutorial (with `epochs = EPOCHS`).
 """),
     code("""
 np.random.seed(0)
@@ -137,9 +137,9 @@ print("XOR Predictions after training:", y_pred.ravel())
 ## With funcnn
 
 The same network is a `serial` of layers. funcnn stores a Linear layer's weight as
-`(out, in)` (torch's layout), so the seed's `W1` of shape `(in, out)` goes in
-transposed. We draw the seed's initial values from a private `RandomState(0)` in the
-seed's order: the same numbers as `np.random.seed(0); np.random.randn(...)`.
+`(out, in)` (torch's layout), so the tutorial's `W1` of shape `(in, out)` goes in
+transposed. We draw the tutorial's initial values from a private `RandomState(0)` in the
+tutorial's order: the same numbers as `np.random.seed(0); np.random.randn(...)`.
 """),
     code("""
 L = fn.layers
@@ -154,9 +154,9 @@ init_params = {"0": {"weight": w1.T.copy(), "bias": b1_init},
 print(fn.summary(model, init_params))
 """),
     md("""
-The seed's loss is half the *sum* of squared errors over the four points, whose
-gradient with respect to the output is `pred - y` (the seed's `-error`).
-`fn.losses.mse` is the *mean*, four times smaller, so we write the seed's loss with
+The tutorial's loss is half the *sum* of squared errors over the four points, whose
+gradient with respect to the output is `pred - y` (the tutorial's `-error`).
+`fn.losses.mse` is the *mean*, four times smaller, so we write the tutorial's loss with
 `make_loss`: a value and its exact gradient. The layers' pullbacks do the rest of
 backpropagation.
 """),
@@ -225,7 +225,7 @@ plt.show()
 
 def sine_notebook(arch: str) -> list:
     if arch == "mlp":
-        title = "sin(x) with the seed's MLP"
+        title = "sin(x) with the tutorial's MLP"
         model_src = """
 L = fn.layers
 model = fn.serial(
@@ -238,7 +238,7 @@ model = fn.serial(
         about = ("A multilayer perceptron with two hidden layers of 16 ReLU units, "
                  "He-initialised (weights `normal(0, sqrt(2 / fan_in))`, biases zero).")
     else:
-        title = "sin(x) with the seed's ResNet"
+        title = "sin(x) with the tutorial's ResNet"
         model_src = """
 L = fn.layers
 model = fn.serial(
@@ -249,7 +249,7 @@ model = fn.serial(
     L.ResNetBlock(16),
     L.Linear(16, 1),     # final projection back to the output dimension
 )"""
-        about = ("The seed's ResNet: a projection to 16 features, three residual blocks "
+        about = ("The tutorial's ResNet: a projection to 16 features, three residual blocks "
                  "`y = x + Linear(ReLU(Linear(x)))` (`fn.layers.ResNetBlock`, built from "
                  "`fn.residual` and `fn.serial`), and a projection back to one output.")
     cli = f"python -m funcnn.examples sine-{arch}"
@@ -257,7 +257,7 @@ model = fn.serial(
         md(f"""
 # {title}
 
-The seed's regression task: 5000 evenly spaced points $x \\in [0, 2\\pi]$ with targets
+The tutorial's regression task: 5000 evenly spaced points $x \\in [0, 2\\pi]$ with targets
 $\\sin x$; the validation points lie halfway between the training points. Loss
 $\\frac{{1}}{{2}}\\,\\mathrm{{mean}}\\,(\\hat y - y)^2$, Adam with learning rate 0.01 and weight
 decay $10^{{-6}}$, batches of 64 reshuffled every epoch, 1000 epochs, and the best 3
@@ -290,9 +290,9 @@ result = fn.fit(
     epochs=EPOCHS, batch_size=64, key=fit_key, keep_best=3, progress="silent",
 )
 for i, best in enumerate(result.best, 1):
-    print(f"best model {i}: epoch {best.epoch + 1}, validation MSE {best.loss:.4g}")
+    print(f"best model {i}: epoch {best.epoch}, validation MSE {best.loss:.4g}")
 """),
-        md("## The seed's plot: the best 3 models vs the reference"),
+        md("## The tutorial's plot: the best 3 models vs the reference"),
         code("""
 plt.figure(figsize=(8, 5))
 plt.plot(data.x_val, data.y_val, label="Reference (sin)", color="black", linewidth=2)
@@ -321,7 +321,7 @@ error = np.abs(model.apply(best.params, data.x_val) - data.y_val)
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.5))
 ax0.semilogy(epochs, history["train_loss"], label="train")
 ax0.semilogy(epochs, history["val_loss"], label="validation")
-ax0.axvline(best.epoch + 1, color="gray", linestyle=":", label="best model")
+ax0.axvline(best.epoch, color="gray", linestyle=":", label="best model")
 ax0.set(xlabel="epoch", ylabel="0.5 * mean squared error", title="loss per epoch")
 ax0.legend()
 ax1.semilogy(data.x_val, error + 1e-12)
@@ -348,14 +348,14 @@ AIRFOIL = [
     md("""
 # Airfoil self-noise
 
-The seed's last experiment: the UCI Airfoil Self-Noise data, 1503 NASA wind-tunnel
+The tutorial's last experiment: the UCI Airfoil Self-Noise data, 1503 NASA wind-tunnel
 measurements of the sound pressure level (dB) of airfoil blades, from five inputs:
 frequency (Hz), angle of attack (deg), chord length (m), free-stream velocity (m/s) and
 suction-side displacement thickness (m). Split 50/20/30 into train/validation/test.
 
-First the seed's model and settings, then a better recipe along the lines the seed
+First the tutorial's model and settings, then a better recipe along the lines the tutorial
 suggests at the end (input scaling, a learning-rate schedule, a wider net). From a
-shell: `python -m funcnn.examples airfoil --recipe seed|better`; measured numbers over
+shell: `python -m funcnn.examples airfoil --recipe tutorial|better`; measured numbers over
 several seeds are in `docs/quality.md`.
 """),
     code(setup(10000, '''BETTER_EPOCHS = int(os.environ.get("FUNCNN_NOTEBOOK_EPOCHS", 600))
@@ -367,7 +367,7 @@ print(x.shape, y.shape)
     md("""
 ## The split
 
-`fn.data.split` cuts one random permutation into the seed's 50/20/30 parts (751, 300
+`fn.data.split` cuts one random permutation into the tutorial's 50/20/30 parts (751, 300
 and 452 rows). The keys are the ones `python -m funcnn.examples airfoil --seed 0` uses,
 so the numbers here match the command line.
 """),
@@ -385,15 +385,15 @@ baseline = rmse(np.full_like(y_test, y_train.mean()), y_test)
 print(f"predicting the training mean: test RMSE {baseline:.2f} dB")
 """),
     md("""
-## The seed's recipe
+## The tutorial's recipe
 
-The seed's network, raw inputs and targets, Adam (learning rate $10^{-3}$, weight decay
+The tutorial's network, raw inputs and targets, Adam (learning rate $10^{-3}$, weight decay
 $10^{-6}$), batches of 16, 10000 epochs (about 4 minutes), best 3 models by
 validation loss.
 """),
     code("""
 L = fn.layers
-seed_model = fn.serial(
+tutorial_model = fn.serial(
     L.Linear(5, 8),
     L.ReLU(),
     fn.residual(fn.serial(
@@ -406,20 +406,20 @@ seed_model = fn.serial(
     L.ReLU(),
     L.Linear(8, 1),
 )
-seed_params = seed_model.init(init_key)
-print(fn.summary(seed_model, seed_params))
+tutorial_params = tutorial_model.init(init_key)
+print(fn.summary(tutorial_model, tutorial_params))
 
 f32 = lambda a: a.astype(np.float32)
-seed_result = fn.fit(
-    seed_model, fn.losses.mse, fn.optim.adam(1e-3, weight_decay=1e-6), seed_params,
+tutorial_result = fn.fit(
+    tutorial_model, fn.losses.mse, fn.optim.adam(1e-3, weight_decay=1e-6), tutorial_params,
     (f32(x_train), f32(y_train)), val=(f32(x_val), f32(y_val)),
     epochs=EPOCHS, batch_size=16, key=fit_key, keep_best=3, progress="silent",
 )
-for i, best in enumerate(seed_result.best, 1):
-    pred = seed_model.apply(best.params, f32(x_test))
-    print(f"best model {i} (epoch {best.epoch + 1}): test RMSE {rmse(pred, y_test):.2f} dB")
+for i, best in enumerate(tutorial_result.best, 1):
+    pred = tutorial_model.apply(best.params, f32(x_test))
+    print(f"best model {i} (epoch {best.epoch}): test RMSE {rmse(pred, y_test):.2f} dB")
 """),
-    md("## The seed's plot: test predictions vs reference, sorted by the target"),
+    md("## The tutorial's plot: test predictions vs reference, sorted by the target"),
     code("""
 def plot_sorted(predict, best_models, title):
     order = np.argsort(y_test[:, 0])
@@ -437,14 +437,14 @@ def plot_sorted(predict, best_models, title):
     plt.show()
 
 
-plot_sorted(lambda p, a: seed_model.apply(p, f32(a)), seed_result.best,
-            "Seed recipe: Test Data: Predictions vs Reference (Sorted by y)")
+plot_sorted(lambda p, a: tutorial_model.apply(p, f32(a)), tutorial_result.best,
+            "Tutorial recipe: Test Data: Predictions vs Reference (Sorted by y)")
 """),
     md("""
 ## A better recipe
 
 The raw frequency column runs from 200 to 20000 while the thickness is below 0.06, so
-the seed's network mostly sees frequency. The better recipe:
+the tutorial's network mostly sees frequency. The better recipe:
 
 - takes the log of frequency and of thickness (both span two decades), then
   standardizes every input **and** the target with statistics of the training split
@@ -488,7 +488,7 @@ better_result = fn.fit(
     progress="silent",
 )
 best = better_result.best[0]
-print(f"stopped: {better_result.stop_reason or 'all epochs ran'}; best epoch {best.epoch + 1}")
+print(f"stopped: {better_result.stop_reason or 'all epochs ran'}; best epoch {best.epoch}")
 print(f"test RMSE of the best model: {rmse(predict(best.params, x_test), y_test):.2f} dB")
 """),
     code("""
@@ -498,13 +498,13 @@ plot_sorted(predict, better_result.best,
     md("## Loss curves (log scale)"),
     code("""
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-for ax, (name, result, units) in zip(axes, [("seed recipe", seed_result, "dB^2"),
+for ax, (name, result, units) in zip(axes, [("tutorial recipe", tutorial_result, "dB^2"),
                                             ("better recipe", better_result, "standardized")]):
     h = result.history
     epochs = np.arange(1, len(h["train_loss"]) + 1)
     ax.semilogy(epochs, h["train_loss"], label="train")
     ax.semilogy(epochs, h["val_loss"], label="validation")
-    ax.axvline(result.best[0].epoch + 1, color="gray", linestyle=":", label="best model")
+    ax.axvline(result.best[0].epoch, color="gray", linestyle=":", label="best model")
     ax.set(xlabel="epoch", ylabel=f"0.5 * mean squared error ({units})", title=name)
     ax.legend()
 plt.show()

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.airfoil_data import AIRFOIL, AVAILABLE, MISSING
 
 from funcnn import datasets
 from funcnn.datasets import DatasetError, DownloadError
 from funcnn.errors import FuncnnError
 
-SHARED_AIRFOIL = Path(__file__).resolve().parents[2] / "shared/data/airfoil_self_noise.dat"
 SEED_URL = "http://archive.ics.uci.edu/ml/machine-learning-databases/00291/airfoil_self_noise.dat"
 # Actual ranges of the UCI columns, used to make a synthetic but valid file.
 RANGES = [(200, 20000), (0, 22.2), (0.0254, 0.3048), (31.7, 71.3), (0.0004, 0.0584), (103.4, 141)]
@@ -100,17 +100,15 @@ def test_airfoil_url_is_the_seeds():
     assert datasets.AIRFOIL_URL == SEED_URL
 
 
-@pytest.mark.skipif(
-    not SHARED_AIRFOIL.exists(), reason=f"shared data not found at {SHARED_AIRFOIL}"
-)
-def test_airfoil_from_the_shared_file():
-    x, y = datasets.airfoil(SHARED_AIRFOIL)
+@pytest.mark.skipif(not AVAILABLE, reason=MISSING)
+def test_airfoil_from_the_real_file():
+    x, y = datasets.airfoil(AIRFOIL)
     assert x.shape == (1503, 5) and y.shape == (1503, 1)
     assert x.dtype == y.dtype == np.float64
     np.testing.assert_array_equal(x[0], [800, 0, 0.3048, 71.3, 0.00266337])
     assert y[0, 0] == 126.201
-    np.testing.assert_array_equal(np.hstack([x, y]), np.loadtxt(SHARED_AIRFOIL))
-    x32, y32 = datasets.airfoil(str(SHARED_AIRFOIL), dtype=np.float32)
+    np.testing.assert_array_equal(np.hstack([x, y]), np.loadtxt(AIRFOIL))
+    x32, y32 = datasets.airfoil(str(AIRFOIL), dtype=np.float32)
     assert x32.dtype == y32.dtype == np.float32
 
 
@@ -157,7 +155,8 @@ def test_airfoil_rejects_bad_files_naming_the_path(tmp_path, content, message):
     with pytest.raises(DatasetError, match=message) as info:
         datasets.airfoil(path)
     assert str(path) in str(info.value)
-    assert "pass path=" in str(info.value)
+    hint = "give the path of a good copy of the UCI file (path= in Python, --data PATH"
+    assert hint in str(info.value)
     assert isinstance(info.value, FuncnnError) and not isinstance(info.value, DownloadError)
 
 
@@ -253,7 +252,8 @@ def test_failed_download_is_a_clear_error_and_leaves_nothing(tmp_path):
     with pytest.raises(DownloadError, match="download from .* failed") as info:
         datasets.airfoil(cache_dir=cache, url=missing)
     message = str(info.value)
-    assert "pass path=" in message and "FUNCNN_DATA_DIR" in message
+    hint = "give the path of a local copy (path= in Python, --data PATH on the command line)"
+    assert hint in message and "FUNCNN_DATA_DIR" in message
     assert str(cache / "airfoil_self_noise.dat") in message
     assert isinstance(info.value, OSError) and isinstance(info.value, FuncnnError)
     assert listing(cache) == []
@@ -334,3 +334,91 @@ def test_no_temp_file_survives_a_failed_rename(monkeypatch, tmp_path):
     with pytest.raises(DatasetError, match="disk full"):
         datasets.airfoil(cache_dir=tmp_path / "cache", url=file_url(source))
     assert listing(tmp_path / "cache") == []
+
+
+# --- digits (shipped inside the package) -----------------------------------------
+
+SHARED_DIGITS = Path(__file__).resolve().parents[2] / "shared/data/digits.csv.gz"
+
+
+def test_digits_shapes_dtypes_and_scale():
+    x, y = datasets.digits()
+    assert x.shape == (1797, 1, 8, 8) and x.dtype == np.float32
+    assert y.shape == (1797,) and y.dtype == np.int64
+    assert x.min() == 0 and x.max() == 1
+    np.testing.assert_array_equal(np.unique(x * 16), np.arange(17))  # k / 16 exactly
+    np.testing.assert_array_equal(np.bincount(y), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180])
+    raw, _ = datasets.digits(scale=False, dtype=np.float64)
+    assert raw.dtype == np.float64 and raw.max() == 16
+    np.testing.assert_array_equal(raw / 16, x)
+
+
+def test_digits_first_image_is_the_files_first_row():
+    x, y = datasets.digits(scale=False)
+    first = [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12,
+             0, 0, 8, 8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12,
+             0, 0, 0, 0, 6, 13, 10, 0, 0, 0]
+    np.testing.assert_array_equal(x[0, 0].ravel(), first)
+    assert y[0] == 0 and list(y[:10]) == list(range(10))
+
+
+@pytest.mark.skipif(not SHARED_DIGITS.exists(), reason=f"shared data not found at {SHARED_DIGITS}")
+def test_digits_shipped_file_is_the_shared_one():
+    import gzip
+
+    x, y = datasets.digits(scale=False)
+    with gzip.open(SHARED_DIGITS, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    np.testing.assert_array_equal(x.reshape(-1, 64), table[:, :64])
+    np.testing.assert_array_equal(y, table[:, 64])
+    x2, y2 = datasets.digits(path=SHARED_DIGITS)
+    np.testing.assert_array_equal(x2, datasets.digits()[0])
+    np.testing.assert_array_equal(y2, y)
+
+
+def test_digits_split_is_fixed_stratified_and_a_partition():
+    x, y = datasets.digits()
+    parts = {name: datasets.digits(name) for name in ("train", "val", "test")}
+    assert [len(parts[n][1]) for n in ("train", "val", "test")] == [1085, 357, 355]
+    for name, (xs, ys) in parts.items():
+        counts = np.bincount(ys, minlength=10)
+        share = {"train": 3 / 5, "val": 1 / 5, "test": 1 / 5}[name]
+        assert np.all(np.abs(counts - share * np.bincount(y)) < 1.5), (name, counts)
+    # together they are every row exactly once: match rows by (label, image)
+    rows = {(int(label), image.tobytes()) for image, label in zip(x, y)}
+    joined = [(int(label), image.tobytes()) for xs, ys in parts.values() for image, label in zip(xs, ys)]
+    assert len(joined) == len(set(joined)) == 1797 and set(joined) == rows
+    # the rule in the docstring: the k-th image of each digit goes to k % 5
+    fives = [i for i in np.flatnonzero(y == 5)]
+    np.testing.assert_array_equal(parts["val"][0][parts["val"][1] == 5], x[fives[3::5]])
+    np.testing.assert_array_equal(parts["test"][0][parts["test"][1] == 5], x[fives[4::5]])
+
+
+def test_digits_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"split must be None or one of \['train', 'val', 'test'\], got 'valid'"):
+        datasets.digits("valid")
+    with pytest.raises(TypeError, match="dtype must be a float dtype"):
+        datasets.digits(dtype=np.int64)
+    missing = tmp_path / "nope.csv.gz"
+    with pytest.raises(DatasetError, match=f"cannot read {missing}"):
+        datasets.digits(path=missing)
+
+
+def test_digits_checksum_is_verified(tmp_path):
+    import gzip
+
+    good = (Path(datasets.__file__).parent / "data_files" / "digits.csv.gz").read_bytes()
+    text = gzip.decompress(good).decode()
+    bad = tmp_path / "digits.csv.gz"
+    bad.write_bytes(gzip.compress(text.replace("0,0,5,13", "0,0,5,14", 1).encode()))  # one pixel
+    with pytest.raises(DatasetError, match="is not the UCI digits file: its sha256 is") as info:
+        datasets.digits(path=bad)
+    assert str(bad) in str(info.value) and datasets.DIGITS_SHA256 in str(info.value)
+    assert isinstance(info.value, FuncnnError)
+
+
+def test_digits_ships_with_its_attribution():
+    folder = Path(datasets.__file__).parent / "data_files"
+    readme = (folder / "README.md").read_text()
+    assert "CC BY 4.0" in readme and "Alpaydin" in readme and datasets.DIGITS_SHA256 in readme
+    assert "CC BY 4.0" in datasets.digits.__doc__ and "Alpaydin" in datasets.digits.__doc__

@@ -3,8 +3,9 @@
 Each example trains for a couple of epochs into a temporary folder; the checks are on
 what a user gets: the exit code, the printed metric, a checkpoint that loads into the
 model's structure and holds the best params, metrics.json, and the PNGs (when
-matplotlib is installed). The airfoil runs read ``../shared/data/airfoil_self_noise.dat``
-(beside the repository) and are skipped when it is absent.
+matplotlib is installed). The airfoil runs read the file that tests/helpers/airfoil_data.py
+finds (``$FUNCNN_DATA_DIR``, the loader's cache, or ``../shared/data``) and are skipped
+when there is none.
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ import io
 import json
 import math
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.airfoil_data import AIRFOIL, AVAILABLE, MISSING
 
 import funcnn as fn
 from funcnn import examples
@@ -27,8 +32,7 @@ from funcnn.examples.__main__ import main
 from funcnn.testing import check_loss_grads
 
 REPO = Path(__file__).resolve().parents[1]
-AIRFOIL = Path(__file__).resolve().parents[2] / "shared/data/airfoil_self_noise.dat"
-needs_airfoil = pytest.mark.skipif(not AIRFOIL.exists(), reason=f"no airfoil data at {AIRFOIL}")
+needs_airfoil = pytest.mark.skipif(not AVAILABLE, reason=MISSING)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 MODELS = {
@@ -43,7 +47,7 @@ CASES = [
     pytest.param("sine-mlp", [], "best validation MSE", id="sine-mlp"),
     pytest.param("sine-resnet", [], "best validation MSE", id="sine-resnet"),
     pytest.param("airfoil", ["--data", str(AIRFOIL)], "test RMSE of the best model",
-                 id="airfoil-seed", marks=needs_airfoil),
+                 id="airfoil-tutorial", marks=needs_airfoil),
     pytest.param("airfoil", ["--data", str(AIRFOIL), "--recipe", "better"],
                  "test RMSE of the best model", id="airfoil-better", marks=needs_airfoil),
 ]
@@ -104,7 +108,7 @@ def test_cli_default_out_is_runs_example(tmp_path):
 @pytest.mark.parametrize("argv", [
     [], ["nope"], ["xor", "--epochs", "0"], ["xor", "--epochs", "two"], ["xor", "--seed", "-1"],
     ["sine-mlp", "--progress", "loud"], ["sine-mlp", "--recipe", "better"],
-    ["airfoil", "--recipe", "best"],
+    ["airfoil", "--recipe", "best"], ["airfoil", "--dropout", "0.1"], ["airfoil", "--batchnorm"],
 ])
 def test_cli_rejects_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -118,7 +122,23 @@ def test_cli_reports_a_missing_data_file(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "missing.dat" in err and "airfoil" in err
+    assert "--data PATH" in err
     assert not (tmp_path / "best.ckpt").exists()
+
+
+def test_cli_without_data_and_offline_names_the_data_flag(tmp_path, monkeypatch, capsys):
+    def offline(url, *args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(fn.datasets.request, "urlopen", offline)
+    monkeypatch.setenv("FUNCNN_DATA_DIR", str(tmp_path / "cache"))
+    code = main(["airfoil", "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m funcnn.examples airfoil: airfoil: download from ")
+    assert "network is unreachable" in err
+    assert "give the path of a local copy (path= in Python, --data PATH on the command line)" in err
+    assert "FUNCNN_DATA_DIR" in err and "pass path=" not in err
 
 
 def test_cli_help_lists_every_example(capsys):
@@ -241,7 +261,27 @@ def test_airfoil_better_checkpoint_and_standardizer_reproduce_the_test_rmse(tmp_
 
 
 @needs_airfoil
-def test_airfoil_seed_recipe_uses_the_seeds_settings(tmp_path):
+def test_airfoil_batchnorm_and_dropout_save_the_state_that_reproduces_the_test_rmse(tmp_path):
+    result = examples.run("airfoil", recipe="better", data=AIRFOIL, epochs=3, seed=1, out=tmp_path,
+                          progress="silent", plots=False, stream=io.StringIO(), dropout=0.2,
+                          batchnorm=True)
+    model = airfoil.better_model(dropout=0.2, batchnorm=True)
+    assert [layer.name for layer in model.children][:3] == ["Linear(5 -> 128)", "BatchNorm(128)", "ReLU()"]
+    assert sum(layer.name == "Dropout(rate=0.2)" for layer in model.children) == airfoil.BETTER_BLOCKS
+    params = fn.load(tmp_path / "best.ckpt", like=model.init(0))
+    state = fn.load(tmp_path / "best.state.ckpt", like=model.init_state())
+    assert int(state["1"]["num_batches_tracked"]) == 24 * result.fit.best[0].epoch
+    stats = fn.load(tmp_path / "standardizer.ckpt")
+    x, y = fn.datasets.airfoil(AIRFOIL)
+    _, _, (x_test, y_test) = fn.data.split(fn.random.split(1, 3)[0], x, y)
+    z, _ = model.apply(params, fn.data.standardize(stats["x"], airfoil.better_features(x_test)), state=state)
+    pred = fn.data.unstandardize(stats["y"], z.astype(np.float64))
+    assert float(np.sqrt(np.mean((pred - y_test) ** 2))) == pytest.approx(result.metrics["test_rmse_db"], rel=1e-6)
+    assert result.metrics["dropout"] == 0.2 and result.metrics["batchnorm"] is True
+
+
+@needs_airfoil
+def test_airfoil_tutorial_recipe_uses_the_tutorials_settings(tmp_path):
     out = io.StringIO()
     result = examples.run("airfoil", data=AIRFOIL, epochs=2, out=tmp_path, progress="silent",
                           plots=False, stream=out)
@@ -270,10 +310,82 @@ def test_ctrl_c_keeps_the_best_model_so_far(tmp_path, monkeypatch, capsys):
     code = main(["sine-mlp", "--epochs", "10", "--out", str(tmp_path), "--progress", "lines"])
     assert code == 130
     text = capsys.readouterr().out
-    assert "interrupted at epoch 3" in text and "best validation MSE" in text
+    assert "interrupted in epoch 3" in text and "best validation MSE" in text
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["stop_reason"] == "interrupted" and metrics["epochs_run"] == 2
     fn.load(tmp_path / "best.ckpt", like=sine.mlp().init(0))
+
+
+def test_recipe_seed_is_a_deprecated_alias_of_tutorial_on_the_cli(monkeypatch, capsys):
+    calls = []
+
+    def fake_run(name, **options):
+        calls.append((name, options))
+        return examples.ExampleResult({"stop_reason": None}, None, {})
+
+    monkeypatch.setattr("funcnn.examples.__main__.run", fake_run)
+    assert main(["airfoil", "--recipe", "seed", "--no-plots"]) == 0
+    assert calls[-1][1]["recipe"] == "tutorial"
+    assert ("python -m funcnn.examples airfoil: --recipe seed is deprecated; it is now "
+            "--recipe tutorial (the same recipe)") in capsys.readouterr().err
+    assert main(["airfoil"]) == 0 and calls[-1][1]["recipe"] == "tutorial"  # the default
+    assert "deprecated" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["airfoil", "--help"])
+    usage = capsys.readouterr().out
+    assert "--recipe {tutorial,better}" in usage and "seed, its old name, is deprecated" in usage
+
+
+def test_recipe_seed_is_a_deprecated_alias_of_tutorial_in_python(tmp_path):
+    warns = pytest.warns(DeprecationWarning,
+                         match="airfoil: recipe 'seed' is now called 'tutorial'; 'seed' will be removed")
+    with warns, pytest.raises(fn.errors.DatasetError, match="missing.dat"):  # the data: after
+        examples.run("airfoil", recipe="seed", data=tmp_path / "missing.dat", out=tmp_path)
+
+
+@needs_airfoil
+def test_recipe_seed_still_trains_the_tutorial_recipe(tmp_path):
+    out = tmp_path / "out"
+    proc = _cli(["airfoil", "--data", str(AIRFOIL), "--recipe", "seed", "--epochs", "1",
+                 "--out", str(out), "--progress", "silent", "--no-plots"], tmp_path)
+    assert proc.returncode == 0, proc.stderr  # and no Python warning: -W error is on
+    assert "--recipe seed is deprecated" in proc.stderr
+    assert "airfoil (tutorial recipe)" in proc.stdout
+    fn.load(out / "best.ckpt", like=airfoil.seed_model().init(0))
+    assert json.loads((out / "metrics.json").read_text())["recipe"] == "tutorial"
+
+
+@pytest.mark.parametrize(("name", "progress_line"), [
+    ("sine-mlp", r"^epoch +2/"),  # fit's loop
+    ("xor", r"^XOR Predictions in epoch 1000:"),  # xor's own loop
+])
+def test_ctrl_c_in_a_real_process_exits_130_and_keeps_the_best(tmp_path, name, progress_line):
+    """SIGINT, as Ctrl-C sends it, to a real ``python -m funcnn.examples`` mid-training."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    out = tmp_path / "out"
+    command = [sys.executable, "-W", "error", "-m", "funcnn.examples", name, "--epochs", "1000000",
+               "--out", str(out), "--progress", "lines", "--no-plots"]
+    with subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        watchdog = threading.Timer(300, proc.kill)  # a test that fails must not hang
+        watchdog.start()
+        seen = []
+        for line in proc.stdout:  # wait until training is under way, then press Ctrl-C
+            seen.append(line)
+            if re.match(progress_line, line):
+                proc.send_signal(signal.SIGINT)
+                break
+        stdout, stderr = proc.communicate()
+        watchdog.cancel()
+    text = "".join(seen) + stdout
+    assert re.search(progress_line, text, re.M), text + stderr
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "interrupted" in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stop_reason"] == "interrupted" and metrics["epochs_run"] >= 2
+    fn.load(out / "best.ckpt", like=MODELS[name]().init(0))
 
 
 def test_without_matplotlib_the_example_says_so_and_still_trains(tmp_path, monkeypatch):

@@ -1,8 +1,8 @@
-"""The fast paths (fused plans, flat optimizer updates) give the generic path's results.
+"""The fast paths (trusted kernels, flat optimizer updates) give the generic path's results.
 
-- ``fn.value_and_grad`` and ``model.vjp`` on built-in layers run a generated plan
-  (``funcnn.plan``): compared bit for bit with the same model whose layers have no
-  plan (the generic path), on random architectures, dtypes and inputs;
+- ``fn.value_and_grad`` checks params once per layout and runs the same kernels with
+  the grads written into one flat buffer (``funcnn.kernel``): compared bit for bit with
+  ``model.vjp`` (the generic path), on random architectures, dtypes and inputs;
 - optimizers run their rule on flat buffers (``funcnn.layout``): compared bit for bit
   with a plain per-leaf reference of the documented rule, with chained states, states
   loaded from disk, hand-made params, mixed dtypes, masks, freezing, schedules and the
@@ -25,19 +25,36 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import funcnn as fn
-from funcnn import elementwise, layout, plan
+from funcnn import elementwise, layout
 from funcnn.errors import ShapeError, StructureError
+from funcnn.grad import loss_gradient_rule
 from funcnn.testing import strategies as fst
 
 L = fn.layers
 
 
-def without_plans(layer):
-    """The same model with no plans anywhere: every call takes the generic path."""
-    if layer.children:
-        return layer.rebuild(tuple(without_plans(child) for child in layer.children))
-    vjp = layer.vjp
-    return layer._replace(vjp=lambda params, x: vjp(params, x))
+def generic_value_and_grad(model, loss):
+    """The generic path, by hand: ``model.vjp`` (every kernel checks its own params and
+    allocates its grads), the loss's rule, the pullback."""
+    rule = loss_gradient_rule(loss)
+
+    def value_and_grad(params, x, y, **context):
+        pred, pullback, *new_state = model.vjp(params, x, **context)
+        value, dpred = rule(pred, y)
+        return (value, pullback(dpred)[0], *new_state)
+
+    return value_and_grad
+
+
+def as_user_layer(model):
+    """``model`` as one opaque user layer: its generic ``vjp`` inside the fast path."""
+    return fn.Layer(model.init, lambda p, x: model.apply(p, x), lambda p, x: model.vjp(p, x),
+                    name="wrapped")
+
+
+def one_buffer(grads) -> bool:
+    """The grads are views into one flat buffer: the fast path made them."""
+    return fn.layout.layout_of(grads).known(fn.tree.leaves(grads)) is not None
 
 
 def frozen(tree):
@@ -88,15 +105,27 @@ MODELS = {"sine-mlp": (seed_mlp, 1), "sine-resnet": (seed_resnet, 1), "airfoil":
           "wide": (wide_mlp, 300)}
 
 
-def test_big_linears_use_matmul_and_small_ones_dot():
-    from funcnn.layers.linear import MATMUL_MIN
+def test_big_linears_use_matmul_and_small_ones_dot_and_the_first_skips_dx(monkeypatch):
+    from funcnn.layers import linear
 
-    assert 256 * 256 >= MATMUL_MIN > 260 * 1
+    assert 256 * 256 >= linear.MATMUL_MIN > 260 * 1
+    calls = {"dot": 0, "matmul": 0}
+
+    def counting(name, product):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return product(*args, **kwargs)
+        return call
+
+    for name, product in list(linear._PRODUCTS.items()):
+        monkeypatch.setitem(linear._PRODUCTS, name, counting(name, product))
     model = wide_mlp()
-    source = plan.Compiled(model).source(model.init(0), batch(300)[0])
+    fn.value_and_grad(model, fn.losses.mse)(model.init(0), *batch(300))
     # forward and dW of both big Linears, dx of the second (nobody needs the data's)
-    assert source.count("matmul(") == 5
-    assert source.count("dot(") - source.count("dot(ones, ") == 3  # the small Linear's three
+    assert calls == {"matmul": 5, "dot": 3}  # and the small Linear's three
+    calls.update(dot=0, matmul=0)
+    model.vjp(model.init(0), batch(300)[0])[1](np.ones((16, 1), np.float32))
+    assert calls == {"matmul": 6, "dot": 3}  # vjp gives dx: the first Linear's too
 
 
 def batch(features, rows=16, seed=0, dtype=np.float32):
@@ -104,7 +133,7 @@ def batch(features, rows=16, seed=0, dtype=np.float32):
     return rng.normal(size=(rows, features)).astype(dtype), rng.normal(size=(rows, 1)).astype(dtype)
 
 
-# --- fused plans == the generic path ------------------------------------------------------
+# --- the fast path == the generic path ----------------------------------------------------
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -114,14 +143,14 @@ def test_value_and_grad_is_the_generic_path_bit_for_bit(name, dtype):
     model = factory(dtype)
     params = model.init(3)
     fast = fn.value_and_grad(model, fn.losses.mse)
-    slow = fn.value_and_grad(without_plans(model), fn.losses.mse)
+    slow = generic_value_and_grad(model, fn.losses.mse)
     for seed in range(3):
         x, y = batch(features, seed=seed, dtype=dtype)
         v1, g1 = fast(params, x, y)
         v2, g2 = slow(params, x, y)
         assert v1 == v2 and fn.tree.equal(g1, g2)
         assert all(leaf.dtype == dtype for leaf in fn.tree.leaves(g1))
-    assert fn.layout.layout_of(g1).known(fn.tree.leaves(g1)) is not None  # one flat buffer
+    assert one_buffer(g1) and not one_buffer(g2)
 
 
 @given(model=fst.architectures(in_features=3, out_features=2, dtype=np.float32),
@@ -132,36 +161,29 @@ def test_random_architectures_match_the_generic_path(model, x, key, x64, loss):
     x = x.astype(np.float64) if x64 else x  # float64 data into a float32 model: cast like Linear
     y = fn.random.normal(key, (*x.shape[:-1], 2)).astype(np.float32)
     v1, g1 = fn.value_and_grad(model, loss)(params, x, y)
-    v2, g2 = fn.value_and_grad(without_plans(model), loss)(params, x, y)
+    v2, g2 = generic_value_and_grad(model, loss)(params, x, y)
     assert v1 == v2 and fn.tree.equal(g1, g2)
-    y1, pullback1 = model.vjp(params, x)
-    y2, pullback2 = without_plans(model).vjp(params, x)
-    np.testing.assert_array_equal(y1, y2)
-    assert y1.dtype == y2.dtype
-    dy = fn.random.normal(key, y1.shape).astype(y1.dtype)
-    (p1, dx1), (p2, dx2) = pullback1(dy), pullback2(dy)
-    assert fn.tree.equal(p1, p2) and dx1.dtype == dx2.dtype
-    np.testing.assert_array_equal(dx1, dx2)
+    assert one_buffer(g1)  # every built-in model takes the fast path
 
 
 @pytest.mark.parametrize("dy_dtype", [np.float32, np.float64])
-def test_vjp_pullback_dx_and_cotangent_dtypes_as_the_generic_path(dy_dtype):
+def test_vjp_pullback_dx_and_cotangent_dtypes(dy_dtype):
     model = fn.serial(L.Linear(3, 4), L.Tanh(), fn.residual(fn.serial(L.Linear(4, 4), L.ReLU())))
     params = model.init(0)
     x, _ = batch(3)
-    y1, pullback1 = model.vjp(params, x)
-    _, pullback2 = without_plans(model).vjp(params, x)
-    dy = np.linspace(-1, 1, y1.size).reshape(y1.shape).astype(dy_dtype)
-    (g1, dx1), (g2, dx2) = pullback1(dy), pullback2(dy)
-    assert fn.tree.equal(g1, g2) and dx1.dtype == dx2.dtype
-    np.testing.assert_array_equal(dx1, dx2)
-    assert fn.tree.equal(pullback1(dy)[0], g1)  # a pullback can be called again
+    y, pullback = model.vjp(params, x)
+    dy = np.linspace(-1, 1, y.size).reshape(y.shape).astype(dy_dtype)
+    g1, dx1 = pullback(dy)
+    assert dx1.dtype == np.float32  # every kernel casts dy to its own dtype
+    assert all(g.dtype == np.float32 for g in fn.tree.leaves(g1))
+    g2, dx2 = pullback(dy)
+    assert fn.tree.equal(g1, g2) and np.array_equal(dx1, dx2)  # a pullback can be called again
 
 
-def test_inputs_the_plans_do_not_take_go_the_generic_way():
+def test_any_input_shape_takes_the_fast_path():
     model = seed_resnet()
     params = model.init(1)
-    fast, slow = fn.value_and_grad(model, fn.losses.mse), fn.value_and_grad(without_plans(model), fn.losses.mse)
+    fast, slow = fn.value_and_grad(model, fn.losses.mse), generic_value_and_grad(model, fn.losses.mse)
     rng = np.random.default_rng(0)
     for shape in [(1,), (2, 3, 1), (0, 1)]:  # 1-D, 3-D, an empty batch (the loss raises)
         x = rng.normal(size=shape).astype(np.float32)
@@ -172,32 +194,51 @@ def test_inputs_the_plans_do_not_take_go_the_generic_way():
             continue
         v1, g1 = fast(params, x, y)
         v2, g2 = slow(params, x, y)
-        assert v1 == v2 and fn.tree.equal(g1, g2)
+        assert v1 == v2 and fn.tree.equal(g1, g2) and one_buffer(g1)
 
 
-def test_user_defined_layers_run_through_the_generic_path():
-    def Scale(n):
-        def init(key):
-            return {"scale": np.ones(n, np.float32)}
+def Scale(n, calls=None):
+    """A user layer written to the two-argument contract."""
+    def init(key):
+        return {"scale": np.ones(n, np.float32)}
 
-        def apply(params, x):
-            return x * params["scale"]
+    def apply(params, x):
+        return x * params["scale"]
 
-        def vjp(params, x):
-            def pullback(dy):
-                return {"scale": (dy * x).reshape(-1, n).sum(0)}, dy * params["scale"]
+    def vjp(params, x):
+        if calls is not None:
+            calls.append("vjp")
 
-            return apply(params, x), pullback
+        def pullback(dy):
+            return {"scale": (dy * x).reshape(-1, n).sum(0)}, dy * params["scale"]
 
-        return fn.Layer(init, apply, vjp, name=f"Scale({n})")
+        return apply(params, x), pullback
 
-    model = fn.serial(L.Linear(2, 3), Scale(3), L.ReLU(), fn.serial(L.Linear(3, 3), L.ReLU()), L.Linear(3, 1))
+    return fn.Layer(init, apply, vjp, name=f"Scale({n})")
+
+
+def test_a_user_layer_is_one_opaque_step_and_the_rest_stays_fast():
+    calls = []
+    model = fn.serial(L.Linear(2, 3), Scale(3, calls), L.ReLU(), fn.serial(L.Linear(3, 3), L.ReLU()),
+                      L.Linear(3, 1))
     params = fn.tree.map(lambda p: p + 0.1, model.init(2))
     x, y = batch(2)
     v1, g1 = fn.value_and_grad(model, fn.losses.mse)(params, x, y)
-    v2, g2 = fn.value_and_grad(without_plans(model), fn.losses.mse)(params, x, y)
+    v2, g2 = generic_value_and_grad(model, fn.losses.mse)(params, x, y)
     assert v1 == v2 and fn.tree.equal(g1, g2)
-    assert plan.Compiled(model).lookup(params, x, False) is None
+    assert one_buffer(g1) and calls == ["vjp", "vjp"]  # its dparams copied into the buffer
+
+
+def test_a_user_layer_returning_dparams_of_the_wrong_shape_is_named():
+    def Bad():
+        def vjp(params, x):
+            return x, lambda dy: ({"scale": np.ones(2, np.float32)}, dy)
+        return fn.Layer(lambda key: {"scale": np.ones(3, np.float32)}, lambda p, x: x, vjp, name="Bad()")
+
+    model = fn.serial(L.Linear(2, 3), Bad())
+    with pytest.raises(StructureError, match=r"serial\[1\] Bad\(\): its pullback returned "
+                                             r"dparams\['scale'\] of shape \(2,\), expected \(3,\)"):
+        fn.value_and_grad(model, fn.losses.mse)(model.init(0), *batch(2, rows=4)[:1], np.ones((4, 3), np.float32))
 
 
 def test_hand_made_and_reordered_params_give_the_generic_results():
@@ -206,12 +247,12 @@ def test_hand_made_and_reordered_params_give_the_generic_results():
     x, y = batch(1)
     reordered = {"4": params["4"], "0": {"bias": params["0"]["bias"], "weight": params["0"]["weight"]},
                  "2": params["2"]}
-    f, g = fn.value_and_grad(model, fn.losses.mse), fn.value_and_grad(without_plans(model), fn.losses.mse)
+    f, g = fn.value_and_grad(model, fn.losses.mse), generic_value_and_grad(model, fn.losses.mse)
     for p in [params, reordered, frozen(params), frozen_views(params)]:
         v1, g1 = f(p, x, y)
         v2, g2 = g(p, x, y)
         assert v1 == v2 and fn.tree.equal(g1, g2)
-        assert list(fn.tree.flatten(g1)) == list(fn.tree.flatten(g2))  # same key order too
+        assert list(fn.tree.flatten(g1)) == list(fn.tree.flatten(p))  # the params' key order
 
 
 def test_errors_after_warm_up_are_the_generic_messages():
@@ -219,7 +260,7 @@ def test_errors_after_warm_up_are_the_generic_messages():
     params = model.init(0)
     f = fn.value_and_grad(model, fn.losses.mse)
     x, y = batch(8, rows=64)
-    f(params, x, y)  # the plan is built and used from here on
+    f(params, x, y)  # the layout is checked and trusted from here on
     with pytest.raises(ShapeError, match=r"^serial\[0\] Linear\(8 -> 16\): expected \(\.\.\., 8\), got \(64, 9\)"):
         f(params, np.ones((64, 9), np.float32), y)
     bad = {**params, "2": {"weight": params["2"]["weight"][:, :8], "bias": params["2"]["bias"]}}
@@ -230,15 +271,20 @@ def test_errors_after_warm_up_are_the_generic_messages():
     with pytest.raises(ShapeError, match=r"pred has shape \(64, 1\) but target has shape \(64,\)"):
         f(params, x, y[:, 0])
     _, pullback = model.vjp(params, x)
-    with pytest.raises(ShapeError, match=r"serial\[2\] Linear\(16 -> 1\): pullback expected dy of shape"):
+    with pytest.raises(ShapeError, match=r"serial: pullback expected dy of shape"):
         pullback(np.ones((64, 2), np.float32))
-    residual = fn.serial(L.Linear(4, 4), fn.residual(L.Linear(4, 4)))
-    rp = residual.init(0)
-    fn.value_and_grad(residual, fn.losses.mse)(rp, np.ones((2, 4), np.float32), np.ones((2, 4), np.float32))
-    assert plan.Compiled(residual).lookup(rp, np.ones((2, 4), np.float32), False) is not None
 
 
-def test_plans_are_pure_repeatable_and_thread_safe():
+def test_a_kernel_error_inside_the_fast_path_names_its_layer_path():
+    inner = fn.serial(L.Linear(4, 4), L.Softmax(axis=3))  # axis 3 is out of range for 2-d inputs
+    model = fn.serial(L.Linear(4, 4), fn.residual(inner))
+    params = model.init(0)
+    f = fn.value_and_grad(model, fn.losses.mse)
+    with pytest.raises(ShapeError, match=r"^serial\[1\]\.residual\.serial\[1\] Softmax\(axis=3\): axis 3"):
+        f(params, np.ones((2, 4), np.float32), np.ones((2, 4), np.float32))
+
+
+def test_the_fast_path_is_pure_repeatable_and_thread_safe():
     model = seed_resnet()
     params = frozen(model.init(4))
     f = fn.value_and_grad(model, fn.losses.mse)
@@ -253,39 +299,6 @@ def test_plans_are_pure_repeatable_and_thread_safe():
     _, g1 = f(params, x, y)
     _, g2 = f(params, x, y)
     assert not np.shares_memory(fn.tree.leaves(g1)[0], fn.tree.leaves(g2)[0])  # fresh buffers
-
-
-def test_the_plan_skips_the_first_layers_dx_but_vjp_does_not():
-    model = seed_mlp()
-    params = model.init(0)
-    x, _ = batch(1)
-    compiled = plan.Compiled(model)
-    assert compiled.source(params, x, need_dx=False).rstrip().endswith("return None")
-    assert not compiled.source(params, x, need_dx=True).rstrip().endswith("return None")
-
-
-def test_the_mse_fast_rule_is_the_loss_bit_for_bit():
-    from funcnn.grad import loss_gradient_rule
-
-    rule = loss_gradient_rule(fn.losses.mse)
-    rng = np.random.default_rng(0)
-    cases = []
-    for dtype in (np.float32, np.float64):
-        for shape in [(1,), (7, 1), (64, 3), (5, 4, 3), (1000,)]:
-            pred = rng.normal(size=shape).astype(dtype)
-            cases += [(pred, rng.normal(size=shape).astype(dtype)),
-                      (pred, rng.normal(size=shape)),  # float64 target, cast to pred's dtype
-                      (pred, rng.integers(0, 3, size=shape)),
-                      (pred * 1e-20, np.zeros(shape, dtype))]  # tiny means
-    for pred, target in cases:
-        v1, d1 = rule(pred, target)
-        v2, d2 = fn.losses.mse.value_and_grad(pred, target)
-        assert v1 == v2 and type(v1) is float
-        assert d1.dtype == d2.dtype and np.array_equal(d1, d2)
-    with pytest.raises(ShapeError, match="target has shape"):
-        rule(np.ones((3, 1)), np.ones(3))
-    half = np.ones(3, np.float16)  # not a fast-rule dtype: the loss itself
-    assert rule(half, half)[0] == fn.losses.mse.value_and_grad(half, half)[0]
 
 
 # --- flat optimizer updates == a per-leaf reference -----------------------------------------
@@ -581,7 +594,7 @@ def test_fit_trains_the_same_through_the_fast_paths():
     x = np.linspace(-3, 3, 64).reshape(-1, 1)
     y = np.sin(x)
     results = [fn.fit(m, fn.losses.mse, fn.optim.adam(0.01), m.init(0), (x, y), epochs=3, batch_size=16,
-                      key=0, progress="silent") for m in (model, without_plans(model))]
+                      key=0, progress="silent") for m in (model, as_user_layer(model))]
     assert fn.tree.equal(results[0].params, results[1].params)
     assert np.array_equal(results[0].history["train_loss"], results[1].history["train_loss"])
 
@@ -619,7 +632,7 @@ def test_concurrent_compiles_and_updates_from_many_threads():
 
 
 def run_serial(model, seed, x, y):
-    f = fn.value_and_grad(without_plans(model), fn.losses.mse)
+    f = fn.value_and_grad(as_user_layer(model), fn.losses.mse)
     opt = fn.optim.adam(0.01)
     params = model.init(seed)
     state = opt.init(params)
@@ -627,3 +640,59 @@ def run_serial(model, seed, x, y):
         _, grads = f(params, x, y)
         params, state = opt.update(grads, state, params)
     return params
+
+
+def counting_programs(monkeypatch):
+    """Wrap funcnn.grad's compile_program: count compiles and program runs."""
+    import importlib
+
+    from funcnn import program
+
+    grad = importlib.import_module("funcnn.grad")  # the module (fn.grad is the function)
+    counts = {"compiled": 0, "forward": 0, "backward": 0}
+
+    def compile_and_count(*args):
+        built = program.compile_program(*args)
+
+        def forward(*a):
+            counts["forward"] += 1
+            return built.forward(*a)
+
+        def backward(*a):
+            counts["backward"] += 1
+            return built.backward(*a)
+
+        counts["compiled"] += 1
+        return program.Program(forward, backward, built.source)
+
+    monkeypatch.setattr(grad, "compile_program", compile_and_count)
+    return counts
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_built_in_model_compiles_and_later_calls_run_the_program(name, monkeypatch):
+    counts = counting_programs(monkeypatch)
+    factory, features = MODELS[name]
+    model = factory()
+    f = fn.value_and_grad(model, fn.losses.mse)
+    params = model.init(0)
+    for seed in range(3):
+        f(params, *batch(features, seed=seed))
+    assert counts == {"compiled": 1, "forward": 2, "backward": 2}  # the first call is the checked one
+    f(params, *batch(features, rows=5))  # another batch size: the same program
+    f(fn.tree.map(np.copy, params), *batch(features))  # other arrays, the same layout
+    assert counts["compiled"] == 1 and counts["forward"] == 4
+    f(params, *batch(features, dtype=np.float64))  # another input signature: a new program
+    assert counts["compiled"] == 2
+
+
+def test_models_with_state_keys_and_user_layers_compile_too(monkeypatch):
+    counts = counting_programs(monkeypatch)
+    model = fn.serial(L.Linear(3, 4), L.BatchNorm(4), L.ReLU(), L.Dropout(0.2), Scale(4),
+                      fn.residual(fn.serial(L.Linear(4, 4), L.LayerNorm(4))), L.Linear(4, 1))
+    f = fn.value_and_grad(model, fn.losses.mse)
+    params, state = model.init(0), model.init_state()
+    x, y = batch(3)
+    for step in range(3):
+        _, _, state = f(params, x, y, key=fn.random.key(step), state=state)
+    assert counts == {"compiled": 1, "forward": 2, "backward": 2}

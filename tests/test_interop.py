@@ -216,3 +216,33 @@ def test_bfloat16_tensors_get_a_clear_error():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="'w'.*float"):
         fn.interop.from_torch_state_dict({"w": torch.zeros(2, dtype=torch.bfloat16)})
+
+
+def test_batchnorm_buffers_move_both_ways_in_torchs_key_order():
+    torch = pytest.importorskip("torch")  # in the test extra: the oracle
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.ReLU(),
+                              torch.nn.Dropout(0.1), torch.nn.Linear(4, 2), torch.nn.BatchNorm1d(2)).double()
+    L = fn.layers
+    model = fn.serial(L.Linear(3, 4, dtype=np.float64), L.BatchNorm(4, dtype=np.float64), L.ReLU(),
+                      L.Dropout(0.1), L.Linear(4, 2, dtype=np.float64), L.BatchNorm(2, dtype=np.float64))
+    net.train()
+    for _ in range(3):  # give torch's buffers values worth copying
+        net(torch.randn(8, 3, dtype=torch.float64))
+    params, state = fn.interop.from_torch_state_dict(net.state_dict(), like=model.init(0),
+                                                     state_like=model.init_state())
+    assert list(state) == ["1", "5"] and int(state["1"]["num_batches_tracked"]) == 3
+    assert state["1"]["num_batches_tracked"].dtype == np.int64
+    exported = fn.interop.to_torch_state_dict(params, state)
+    assert list(exported) == list(net.state_dict())  # torch's order: per layer, params then buffers
+    for key, value in net.state_dict().items():
+        np.testing.assert_array_equal(exported[key], value.numpy())
+    net.eval()
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    y, _ = model.apply(params, x, state=state)
+    np.testing.assert_allclose(y, net(torch.tensor(x)).detach().numpy(), rtol=1e-12)
+    fresh = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.ReLU(),
+                                torch.nn.Dropout(0.1), torch.nn.Linear(4, 2), torch.nn.BatchNorm1d(2)).double()
+    fresh.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()})
+    fresh.eval()
+    np.testing.assert_allclose(fresh(torch.tensor(x)).detach().numpy(), y, rtol=1e-12)

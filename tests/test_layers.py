@@ -39,7 +39,7 @@ LAYERS = {
 @given(x=fst.inputs(FEATURES), key=fst.keys())
 def test_check_grads_every_layer(name, x, key):
     layer = LAYERS[name]()
-    check_grads(layer, layer.init(key), x, key=key)
+    check_grads(layer, layer.init(key), x, seed=key)
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))

@@ -102,3 +102,13 @@ def test_input_type_errors():
 
 def test_returns_python_float():
     assert type(L.mse(np.ones(2, np.float32), np.zeros(2, np.float32))) is float
+
+
+@pytest.mark.parametrize("loss", [fn.losses.mse, fn.losses.l1, fn.losses.huber])
+def test_regression_losses_warn_on_integer_targets(loss):
+    pred = np.zeros((4, 1), np.float32)
+    with pytest.warns(fn.errors.IntegerTargetWarning, match=r"integer targets look like class labels"):
+        value = loss(pred, np.ones((4, 1), np.int64))
+    assert value == loss(pred, np.ones((4, 1), np.float32))  # cast, same value
+    loss(pred, np.ones((4, 1)))  # float targets: no warning (warnings are errors here)
+    fn.losses.sigmoid_binary_cross_entropy(pred, np.ones((4, 1), np.int64))  # 0/1 labels are its targets

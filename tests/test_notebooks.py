@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.airfoil_data import AIRFOIL, AVAILABLE, MISSING
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -23,7 +24,6 @@ pytest.importorskip("ipykernel")
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-AIRFOIL = Path(__file__).resolve().parents[2] / "shared/data/airfoil_self_noise.dat"
 
 STRICT = """
 import sys, warnings
@@ -57,8 +57,8 @@ def test_notebooks_match_their_generator():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     if "airfoil" in path.name:
-        if not AIRFOIL.exists():
-            pytest.skip(f"no airfoil data at {AIRFOIL}")
+        if not AVAILABLE:
+            pytest.skip(MISSING)
         monkeypatch.setenv("FUNCNN_AIRFOIL_PATH", str(AIRFOIL))
     monkeypatch.setenv("FUNCNN_NOTEBOOK_EPOCHS", "2")
     path_entries = [str(REPO), os.environ.get("PYTHONPATH")]

@@ -11,11 +11,15 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
     # the MPI script runs under mpiexec in tests/test_distributed.py
-    runnable = [b for b in blocks if "torch_model" not in b and "@given" not in b
-                and "from mpi4py" not in b]
+    runnable = [b for b in blocks if "torch_model" not in b and "from mpi4py" not in b]
     assert len(runnable) >= 5
     code = "\n".join(runnable).replace("epochs=100", "epochs=2").replace("range(100)", "range(2)")
     monkeypatch.chdir(tmp_path)
+    scope: dict = {}
     with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(code, str(README), "exec"), {})
+        exec(compile(code, str(README), "exec"), scope)
+        property_tests = [f for name, f in scope.items() if name.startswith("test_") and callable(f)]
+        for test in property_tests:  # the README's @given examples, run as hypothesis runs them
+            test()
+    assert property_tests, "the README shows a hypothesis property test"
     assert (tmp_path / "sine.ckpt").exists()

@@ -40,11 +40,15 @@ from funcnn.errors import (
     CheckpointError,
     FuncnnError,
     InputTypeError,
+    InputValueError,
+    IntegerTargetWarning,
     NonFiniteDataError,
     NonFiniteError,
     NonFiniteLossError,
     ParamsError,
+    RandomKeyError,
     ShapeError,
+    StateError,
     StructureError,
 )
 
@@ -132,8 +136,6 @@ BAD_X = [
      (LINEAR0, "expected (..., 2), got (5, 3)")),
     ("wrong ndim, 3-d with wrong features", np.ones((2, 5, 3), np.float32), ShapeError,
      (LINEAR0, "expected (..., 2), got (2, 5, 3)")),
-    ("int array", np.ones((5, 2), np.int64), InputTypeError,
-     (LINEAR0, "floating-point array, got dtype int64", "x.astype(np.float32)")),
     ("bool array", np.ones((5, 2), bool), InputTypeError, (LINEAR0, "got dtype bool")),
     ("complex array", np.ones((5, 2), complex), InputTypeError, (LINEAR0, "got dtype complex128")),
     ("object array", np.ones((5, 2), object), InputTypeError, (LINEAR0, "got dtype object")),
@@ -150,6 +152,8 @@ APPLY_OK_X = [
     ("3-d input (leading dims are batch dims)", np.ones((2, 5, 2), np.float32),
      Ok("accepted: shape (2, 5, 1)", shape_is(2, 5, 1))),
     ("empty batch (0, 2)", X[:0], Ok("accepted: shape (0, 1)", shape_is(0, 1))),
+    ("int array", np.ones((5, 2), np.int64),
+     Ok("accepted: Linear casts it to its dtype (float32)", lambda y: y.dtype == np.float32)),
     ("NaN input", with_row(X, 3, np.nan), PROPAGATES),
     ("Inf input", with_row(X, 3, np.inf), PROPAGATES),
 ]
@@ -174,9 +178,9 @@ def model_rows() -> list[Row]:
             check=lambda r, check=outcome.check, ieee=outcome.ieee: check(r if ieee else r[0]))))
     rows += [
         Row("vjp", "pullback dy of the wrong shape", lambda t: MODEL.vjp(PARAMS, X)[1](DY[:, 0]),
-            ShapeError, ("serial[3] Linear(4 -> 1)", "pullback expected dy of shape (5, 1), got (5,)")),
+            ShapeError, ("serial: pullback expected dy of shape (5, 1), got (5,)",)),
         Row("vjp", "pullback dy as a list", lambda t: MODEL.vjp(PARAMS, X)[1](DY.tolist()),
-            ShapeError, ("serial[3] Linear(4 -> 1)", "pullback expected dy of shape (5, 1), got list")),
+            ShapeError, ("serial: pullback expected dy of shape (5, 1), got list",)),
         Row("vjp", "pullback dy with NaN", lambda t: MODEL.vjp(PARAMS, X)[1](with_row(DY, 1, np.nan)),
             PROPAGATES),
         Row("value_and_grad", "x: empty batch (0, 2)", lambda t: VG(PARAMS, X[:0], Y[:0]), ShapeError,
@@ -188,8 +192,9 @@ def model_rows() -> list[Row]:
         Row("value_and_grad", "y of shape (N,) for pred (N, 1)", lambda t: VG(PARAMS, X, Y[:, 0]),
             ShapeError, ("pred has shape (5, 1) but target has shape (5,)",
                          "target.reshape(pred.shape)")),
-        Row("value_and_grad", "y: int array", lambda t: VG(PARAMS, X, np.ones((5, 1), np.int64)),
-            Ok("accepted: cast to pred's dtype", lambda r: r[1]["0"]["weight"].dtype == np.float32)),
+        Row("value_and_grad", "y: int array (class labels given to mse?)",
+            lambda t: VG(PARAMS, X, np.ones((5, 1), np.int64)), IntegerTargetWarning,
+            ("mse: target has integer dtype int64", "softmax_cross_entropy")),
         Row("value_and_grad", "y: complex array", lambda t: VG(PARAMS, X, Y.astype(complex)),
             InputTypeError, ("mse: target must be real numbers, got dtype complex128",)),
         Row("value_and_grad", "y: object array", lambda t: VG(PARAMS, X, Y.astype(object)),
@@ -295,7 +300,10 @@ def loss_rows() -> list[Row]:
             Row(f"loss {name}", "target: Python list", lambda t, l=loss: l(PRED, TARGET.tolist()),
                 InputTypeError, (f"{name}: target must be a numpy array, got list", "np.asarray(target)")),
             Row(f"loss {name}", "target: int array", lambda t, l=loss: l(PRED, (TARGET > 0.5).astype(int)),
-                Ok("accepted: cast to pred's dtype", lambda v: isinstance(v, float))),
+                *((IntegerTargetWarning, (f"{name}: target has integer dtype int64 (cast to float32)",
+                                          "fn.losses.softmax_cross_entropy", "target.astype(np.float32)"))
+                  if name in ("mse", "l1", "huber") else
+                  (Ok("accepted: cast to pred's dtype", lambda v: isinstance(v, float)),))),
             Row(f"loss {name}", "0-d pred and target", lambda t, l=loss: l(np.array(0.5), np.array(1.0)),
                 Ok("accepted: one element", lambda v: isinstance(v, float))),
         ]
@@ -496,7 +504,6 @@ def fit_rows() -> list[Row]:
         row("x: 0-d array", ValueError, "fit: train x must have a sample axis (first dimension), "
             "got a 0-d array", train=(np.array(1.0), Y)),
         row("empty data", ValueError, "fit: train data is empty", train=(X[:0], Y[:0])),
-        row("x: int array", InputTypeError, LINEAR0, "got dtype int64", train=(X.astype(int), Y)),
         row("x: bool array", InputTypeError, LINEAR0, "got dtype bool", train=(X > 0, Y)),
         row("x: complex array", InputTypeError, LINEAR0, "got dtype complex128",
             train=(X.astype(complex), Y)),
@@ -699,9 +706,134 @@ def train_step_rows() -> list[Row]:
     ]
 
 
+# A model with state and randomness (float32): BatchNorm at 1, Dropout at 3.
+STATEFUL = fn.serial(fn.layers.Linear(2, 4), fn.layers.BatchNorm(4), fn.layers.ReLU(),
+                     fn.layers.Dropout(0.5), fn.layers.Linear(4, 1))
+S_PARAMS, S_STATE = STATEFUL.init(0), STATEFUL.init_state()
+S_VG = fn.value_and_grad(STATEFUL, fn.losses.mse)
+BN1 = "serial[1] BatchNorm(4)"
+DROP3 = "serial[3] Dropout(rate=0.5)"
+
+
+def state_with(path, value):
+    flat = dict(fn.tree.flatten(S_STATE))
+    flat[path] = value
+    return fn.tree.unflatten(flat)
+
+
+def state_rows() -> list[Row]:
+    """Model state (BatchNorm statistics), keys (Dropout) and train/eval modes."""
+    key = fn.random.key(0)
+    bn = fn.layers.BatchNorm(3)
+    return [
+        Row("apply", "model with state, no state=", lambda t: STATEFUL.apply(S_PARAMS, X), StateError,
+            (BN1, "keeps state", "pass state=model.init_state()")),
+        Row("vjp", "model with state, no state=", lambda t: STATEFUL.vjp(S_PARAMS, X, key=key),
+            StateError, (BN1, "pass state=model.init_state()")),
+        Row("value_and_grad", "model with state, no state=", lambda t: S_VG(S_PARAMS, X, Y, key=key),
+            StateError, (BN1, "pass state=model.init_state()")),
+        Row("apply", "state= {} for a model with state", lambda t: STATEFUL.apply(S_PARAMS, X, state={}),
+            StateError, (BN1, "state must have 'running_mean', got []", "init_state()")),
+        Row("apply", "state of another model (unexpected keys)",
+            lambda t: STATEFUL.apply(S_PARAMS, X, state={"7": {}}), StateError,
+            ("serial: unexpected state keys ['7']", "children with state: ['1']")),
+        Row("apply", "state leaf of the wrong shape",
+            lambda t: STATEFUL.apply(S_PARAMS, X, state=state_with("1.running_var", np.ones(3, np.float32))),
+            StateError, (BN1, "state['running_var'] must be an array of shape (4,)")),
+        Row("apply", "state as a list", lambda t: STATEFUL.apply(S_PARAMS, X, state=[]), StateError,
+            ("serial: state must be a dict, got list", "model.init_state()")),
+        Row("vjp", "Dropout training without key=", lambda t: STATEFUL.vjp(S_PARAMS, X, state=S_STATE),
+            RandomKeyError, (DROP3, "training mode needs a random key", "key=fn.random.key(seed)")),
+        Row("value_and_grad", "Dropout training without key=",
+            lambda t: S_VG(S_PARAMS, X, Y, state=S_STATE), RandomKeyError, (DROP3, "random key")),
+        Row("apply", "evaluation (train=False) without key=",
+            lambda t: STATEFUL.apply(S_PARAMS, X, state=S_STATE), Ok("accepted: no randomness in evaluation",
+                                                                    lambda r: r[0].shape == (5, 1))),
+        Row("vjp", "key= not a key (a string)", lambda t: STATEFUL.vjp(S_PARAMS, X, key="k", state=S_STATE),
+            TypeError, ("expected a key from fn.random.key(seed)",)),
+        Row("vjp", "BatchNorm training on one sample per channel",
+            lambda t: STATEFUL.vjp(S_PARAMS, X[:1], key=key, state=S_STATE), ShapeError,
+            (BN1, "expected more than 1 value per channel when training, got input of shape (1, 4)")),
+        Row("apply", "BatchNorm input with the wrong channel count",
+            lambda t: bn.apply(bn.init(0), np.ones((4, 5), np.float32), state=bn.init_state()), ShapeError,
+            ("BatchNorm(3): expected (N, 3), (N, 3, L) or (N, 3, H, W) with the channels on axis 1, got (4, 5)",)),
+        Row("apply", "LayerNorm input of the wrong trailing shape",
+            lambda t: fn.layers.LayerNorm(4).apply(fn.layers.LayerNorm(4).init(0), np.ones((2, 3), np.float32)),
+            ShapeError, ("LayerNorm(4): expected (..., 4), got (2, 3)",)),
+        Row("layers", "Dropout(rate=1.0)", lambda t: fn.layers.Dropout(1.0), ValueError,
+            ("Dropout: rate (the probability of zeroing) must be a number in [0, 1), got 1.0",)),
+        Row("layers", "BatchNorm(momentum=2)", lambda t: fn.layers.BatchNorm(3, momentum=2), ValueError,
+            ("BatchNorm: momentum must be a number in [0, 1] or None, got 2",)),
+        Row("layers", "LayerNorm(normalized_shape=[4])", lambda t: fn.layers.LayerNorm([4]), TypeError,
+            ("LayerNorm: normalized_shape must be an int or a non-empty tuple of ints",)),
+        Row("apply", "Conv2d: input with the wrong channel count",
+            lambda t: fn.layers.Conv2d(3, 4, 3).apply(fn.layers.Conv2d(3, 4, 3).init(0), np.ones((2, 2, 8, 8), np.float32)),
+            ShapeError, ("Conv2d(3 -> 4, 3x3): expected input of shape (N, 3, H, W), got (2, 2, 8, 8)",)),
+        Row("apply", "Conv2d: input smaller than the kernel",
+            lambda t: fn.layers.Conv2d(1, 4, 5).apply(fn.layers.Conv2d(1, 4, 5).init(0), np.ones((2, 1, 3, 3), np.float32)),
+            ShapeError, ("Conv2d(1 -> 4, 5x5)", "smaller than the dilated kernel")),
+        Row("apply", "MaxPool2d: a 3-d input", lambda t: fn.layers.MaxPool2d(2).apply({}, np.ones((2, 3, 8), np.float32)),
+            ShapeError, ("MaxPool2d(2x2): expected (N, C, H, W), got (2, 3, 8)",)),
+        Row("apply", "a tuple of branches fed to Linear",
+            lambda t: fn.serial(fn.layers.FanOut(2), fn.layers.Linear(2, 1)).apply(
+                {"1": fn.layers.Linear(2, 1).init(0)}, X), InputTypeError,
+            ("serial[1] Linear(2 -> 1): expected one array, got a tuple of 2", "FanInSum() or FanInConcat()")),
+        Row("apply", "FanInSum: branches of different shapes",
+            lambda t: fn.layers.FanInSum().apply({}, (np.ones((2, 3)), np.ones((2, 4)))), ShapeError,
+            ("FanInSum(): branch 0 has shape (2, 3) but branch 1 has shape (2, 4)",)),
+        Row("apply", "Embedding: an index out of range",
+            lambda t: fn.layers.Embedding(4, 2).apply(fn.layers.Embedding(4, 2).init(0), np.array([[0, 4]])),
+            InputValueError, ("Embedding(4, 2): index 4 at position (0, 1) is out of range for 4 embeddings",)),
+        Row("apply", "Embedding: float indices",
+            lambda t: fn.layers.Embedding(4, 2).apply(fn.layers.Embedding(4, 2).init(0), np.array([0.0])),
+            InputTypeError, ("Embedding(4, 2): expected an integer array of indices, got dtype float64",
+                             "x.astype(np.int64)")),
+        Row("layers", "Conv2d(3, 4, 3, groups=2)", lambda t: fn.layers.Conv2d(3, 4, 3, groups=2), ValueError,
+            ("Conv2d: in_channels (3) and out_channels (4) must both be divisible by groups (2)",)),
+        Row("fit", "callbacks= holding a non-function", lambda t: fit(callbacks=[3]), TypeError,
+            ("fit: callbacks[0] must be a function of an EpochRecord",)),
+        Row("fit", "lr_on_plateau= a number", lambda t: fit(lr_on_plateau=0.5), TypeError,
+            ("fit: lr_on_plateau must be an fn.callbacks.ReduceLROnPlateau(...) or None",)),
+        Row("fit", "ReduceLROnPlateau(factor=2)",
+            lambda t: fit(lr_on_plateau=fn.callbacks.ReduceLROnPlateau(factor=2.0)), ValueError,
+            ("ReduceLROnPlateau: factor must be a number in [0.0, 1.0)",)),
+        Row("fit", "eval_params='average'", lambda t: fit(eval_params="average"), ValueError,
+            ("fit: eval_params must be 'params' or 'ema'",)),
+        Row("fit", "eval_params='ema' without an ema optimizer", lambda t: fit(eval_params="ema"),
+            StructureError, ("ema",)),
+        Row("fit", "a gradient transform as the optimizer", lambda t: fit(opt=fn.optim.clip_grad_norm(1.0)),
+            TypeError, ("fit: optimizer is a gradient transform", "fn.optim.chain(transform, fn.optim.adam(1e-3))")),
+        Row("fit", "x and y as separate arguments", lambda t: fn.fit(MODEL, fn.losses.mse, fn.optim.adam(0.1), PARAMS,
+                                                                     X, Y, epochs=1, batch_size=2, key=0),
+            TypeError, ("fit: got 1 positional argument(s) after train", "(x, y)")),
+        Row("apply", "calling the model like a function", lambda t: MODEL(PARAMS, X), TypeError,
+            ("serial is a Layer, not a function: call model.apply(params, x)",)),
+        Row("fit", "state of another model", lambda t: fit(model=STATEFUL, params=S_PARAMS, state={"9": {}}),
+            StateError, ("serial: unexpected state keys ['9']",)),
+        Row("train_step", "model with state, no state=",
+            lambda t: fn.train_step(STATEFUL, fn.losses.mse, fn.optim.adam(0.1))(
+                S_PARAMS, fn.optim.adam(0.1).init(S_PARAMS), X, Y, key=key), StateError, (BN1, "keeps state")),
+        Row("interop", "from_torch_state_dict: state_like= without like=",
+            lambda t: fn.interop.from_torch_state_dict({}, state_like=S_STATE), TypeError,
+            ("state_like= needs like=",)),
+        Row("interop", "from_torch_state_dict: buffers missing",
+            lambda t: fn.interop.from_torch_state_dict(fn.interop.to_torch_state_dict(S_PARAMS), like=S_PARAMS,
+                                                       state_like=S_STATE), StructureError,
+            ("missing '1.running_mean'", "state_like=model.init_state()")),
+        Row("interop", "from_torch_state_dict: float64 net for a float32 model",
+            lambda t: fn.interop.from_torch_state_dict(fn.tree.flatten(fn.tree.astype(PARAMS, np.float64)),
+                                                       like=PARAMS), StructureError,
+            ("'0.weight': expected dtype float32, it has float64", "net.double()")),
+        Row("check_grads", "key= for a two-argument user layer",
+            lambda t: fn.testing.check_grads(fn.Layer(lambda k: {}, lambda p, x: x, lambda p, x: (x, None)), {},
+                                             np.ones(3), key=key), TypeError,
+            ("takes no key= or state=", "context=False")),
+    ]
+
+
 CATALOGUE: list[Row] = [
     *model_rows(), *loss_rows(), *optimizer_rows(), *train_step_rows(), *batches_rows(),
-    *fit_rows(), *save_rows(), *load_rows(), *debug_rows(),
+    *fit_rows(), *save_rows(), *load_rows(), *debug_rows(), *state_rows(),
 ]
 
 
@@ -727,7 +859,7 @@ def assert_raised_by_funcnn(excinfo) -> None:
             f"raised in the test itself: {error!r}")
         return
     assert FUNCNN_DIR in innermost.parents, f"raised outside funcnn, in {innermost}: {error!r}"
-    assert isinstance(error, (FuncnnError, TypeError, ValueError, OSError)), repr(error)
+    assert isinstance(error, (FuncnnError, TypeError, ValueError, OSError, IntegerTargetWarning)), repr(error)
 
 
 @pytest.mark.parametrize("row", [as_param(row) for row in CATALOGUE])

@@ -49,7 +49,7 @@ def test_best_k_really_are_the_k_lowest_validation_losses():
     result = run(epochs=8, keep_best=3)
     val = result.history["val_loss"]
     order = np.argsort(val, kind="stable")[:3]
-    assert [m.epoch for m in result.best] == order.tolist()
+    assert [m.epoch for m in result.best] == (order + 1).tolist()  # epochs count from 1
     assert [m.loss for m in result.best] == val[order].tolist()
     model = mlp()
     _, (xv, yv) = problem()
@@ -60,7 +60,7 @@ def test_best_k_really_are_the_k_lowest_validation_losses():
 
 def test_history_fields():
     result = run(epochs=4)
-    assert set(result.history) == {"train_loss", "val_loss", "lr", "time"}
+    assert set(result.history) == {"train_loss", "val_loss", "lr", "time", "lr_scale"}
     assert all(len(v) == 4 and v.dtype == np.float64 for v in result.history.values())
     assert np.all(result.history["lr"] == 0.01) and np.all(result.history["time"] > 0)
     assert result.stop_reason is None
@@ -89,7 +89,7 @@ def test_early_stopping_restores_best():
     assert epochs_run < 60
     best_epoch = int(np.argmin(result.history["val_loss"]))
     assert epochs_run - 1 - best_epoch == 2
-    assert result.params is result.best[0].params and result.best[0].epoch == best_epoch
+    assert result.params is result.best[0].params and result.best[0].epoch == best_epoch + 1
 
 
 def test_nan_loss_stops_with_epoch_and_batch():
@@ -138,7 +138,7 @@ def test_resume_after_interrupt_is_bit_exact(tmp_path, interrupt_at):
 def test_checkpoint_dir_holds_best_k_and_latest(tmp_path):
     result = run(epochs=4, checkpoint_dir=tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["best-1.ckpt", "best-2.ckpt", "best-3.ckpt", "latest.ckpt"]
+    assert names == ["best-1.ckpt", "best-2.ckpt", "best-3.ckpt", "latest.ckpt", "metrics.jsonl"]
     assert fn.tree.equal(fn.load(tmp_path / "best-1.ckpt"), result.best[0].params)
     latest = fn.load(tmp_path / "latest.ckpt")
     assert int(latest["progress"]["epoch"]) == 4 and fn.tree.equal(latest["params"], result.params)
@@ -216,3 +216,29 @@ def test_progress_bar_keeps_long_runs_short():
         report.epoch(epoch, 0.5, 0.4, 0.01)
     kept = out.getvalue().count("\n")
     assert kept == 50 and out.getvalue().endswith("\n")
+
+
+def test_compact_reprs_and_fit_hints():
+    result = run(epochs=2)
+    text = repr(result)
+    assert len(text) < 600 and "FitResult(params=<4 arrays" in text and "2 epochs" in text
+    assert repr(result.best[0]).startswith(f"BestModel(loss={result.best[0].loss:.6g}, epoch=")
+    model, ((x, y), _) = mlp(), problem()
+    with pytest.raises(TypeError, match=r"fit: got 1 positional argument\(s\) after train; pass the data "
+                                        r"as one pair, fit\(model, loss, optimizer, params, \(x, y\)"):
+        fn.fit(model, fn.losses.mse, fn.optim.adam(0.1), model.init(0), x, y, epochs=1, batch_size=8, key=0)
+    with pytest.raises(TypeError, match=r"serial is a Layer, not a function: call model\.apply\(params, x\)"):
+        model(model.init(0), x)
+
+
+def test_resume_messages_count_epochs_and_batches_alike(tmp_path):
+    stream = io.StringIO()
+    run(epochs=3, opt=InterruptAfter(fn.optim.adam(0.01), n=7 + 2), checkpoint_dir=tmp_path,
+        progress="lines", stream=stream)
+    assert "interrupted in epoch 2 after 1 of 7 batches" in stream.getvalue()  # the 9th update raised
+    stream = io.StringIO()
+    run(epochs=3, checkpoint_dir=tmp_path, resume=True, progress="lines", stream=stream)
+    assert "resuming from" in stream.getvalue() and "in epoch 2 after 1 of 7 batches" in stream.getvalue()
+    stream = io.StringIO()
+    run(epochs=3, checkpoint_dir=tmp_path, resume=True, progress="lines", stream=stream)
+    assert "already complete (3 of 3 epochs); nothing to train" in stream.getvalue()

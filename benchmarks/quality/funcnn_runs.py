@@ -22,14 +22,15 @@ def main() -> None:
     parser.add_argument("task", choices=examples.NAMES)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="default: the example's")
-    parser.add_argument("--recipe", choices=("seed", "better"), default=None, help="airfoil only")
+    parser.add_argument("--recipe", choices=("seed", "better"), default=None,
+                        help="airfoil only; seed: the tutorial recipe (the result files' name)")
     parser.add_argument("--data", default=None, help="airfoil_self_noise.dat (airfoil only)")
     parser.add_argument("--runs", default="runs/quality", help="folder for each run's outputs")
     parser.add_argument("--out", required=True, help="JSON file to write")
     args = parser.parse_args()
     options = {} if args.epochs is None else {"epochs": args.epochs}
     if args.task == "airfoil":
-        options.update(recipe=args.recipe or "seed", data=args.data)
+        options.update(recipe="better" if args.recipe == "better" else "tutorial", data=args.data)
     name = args.task + (f"-{args.recipe}" if args.recipe else "")
     runs = []
     for seed in args.seeds:

@@ -1,4 +1,4 @@
-"""The seed tutorial's experiments, ready to run.
+"""The tutorial's experiments, ready to run.
 
 From a shell (``--help`` lists the options of each)::
 
@@ -13,7 +13,7 @@ or from Python, with the same options as keyword arguments::
     outcome = examples.run("sine-mlp", epochs=20, out="runs/mlp", progress="silent")
     outcome.metrics["val_mse"], outcome.files["checkpoint"]
 
-Each run trains the seed's model with the seed's hyperparameters (unless told
+Each run trains the tutorial's model with the tutorial's hyperparameters (unless told
 otherwise), shows fit's progress, prints the final metrics, and writes into the output
 folder (default ``runs/<example>``):
 
@@ -44,6 +44,7 @@ CHECKPOINT = "best.ckpt"
 METRICS = "metrics.json"
 PREDICTIONS_PNG = "predictions.png"
 LOSS_PNG = "loss.png"
+NOTHING_SAVED = "before the first epoch finished; nothing was saved"
 
 
 class ExampleResult(NamedTuple):

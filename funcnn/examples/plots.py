@@ -43,37 +43,54 @@ def best_models_vs_reference(path: Path, x: np.ndarray, reference: np.ndarray,
                              best: Sequence[tuple[float, np.ndarray]], *,
                              reference_label: str = "Reference (sin)",
                              title: str = "Validation Data: Best 3 Models vs Reference") -> Path:
-    """The seed's sine plot: the reference curve and each best model's predictions.
+    """The tutorial's sine plot, the reference curve and each best model's predictions,
+    over a panel of the residuals ``prediction - reference``, where a good fit shows.
 
     ``best`` holds ``(val_loss, predictions)`` pairs, best first.
     """
-    fig, ax = _figure()
-    ax.plot(x[:, 0], reference[:, 0], label=reference_label, color="black", linewidth=2)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 7), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    top.plot(x[:, 0], reference[:, 0], label=reference_label, color="black", linewidth=2)
+    bottom.axhline(0.0, color="black", linewidth=1)
     for i, (loss, pred) in enumerate(best, start=1):
-        ax.plot(x[:, 0], pred[:, 0], linestyle="--", label=f"Best Model {i} (Val Loss: {loss:.4g})")
-    ax.set(xlabel="x", ylabel="y", title=title)
-    ax.legend()
+        label = f"Best Model {i} (Val Loss: {loss:.4g})"
+        top.plot(x[:, 0], pred[:, 0], linestyle="--", label=label)
+        bottom.plot(x[:, 0], pred[:, 0] - reference[:, 0], linewidth=1, label=label)
+    top.set(ylabel="y", title=title)
+    top.legend()
+    bottom.set(xlabel="x", ylabel="prediction - reference",
+               title="Residuals (the curves above overlap once the fit is good)")
     return _save(fig, path)
 
 
-def sorted_predictions(path: Path, y: np.ndarray, best: Sequence[tuple[float, np.ndarray]], *,
-                       ylabel: str = "sound pressure level (dB)",
-                       title: str = "Test Data: Predictions vs Reference (Sorted by y)") -> Path:
-    """The seed's airfoil plot: targets sorted by value, each best model's predictions.
+def predicted_vs_actual(path: Path, y: np.ndarray, best: Sequence[tuple[float, np.ndarray]], *,
+                        units: str = "dB", quantity: str = "sound pressure level",
+                        title: str = "Test Data: Predicted vs Actual") -> Path:
+    """Each test point's prediction against its target, with the line ``y = x``.
 
-    ``best`` holds ``(label_value, predictions)`` pairs, best first; the label value is
-    shown as the model's test RMSE.
+    ``best`` holds ``(rmse, predictions)`` pairs, best first; the best model's points
+    are drawn, and the RMSE of every kept model is in the title.
     """
-    order = np.argsort(y[:, 0], kind="stable")
-    index = np.arange(len(order))
-    fig, ax = _figure()
-    ax.scatter(index, y[order, 0], label="Reference", color="black", s=20)
-    colors = ("red", "blue", "green", "orange", "purple")
-    for i, (value, pred) in enumerate(best):
-        ax.scatter(index, pred[order, 0], label=f"Best Model {i + 1} (test RMSE {value:.2f} dB)",
-                   color=colors[i % len(colors)], marker="x", s=15)
-    ax.set(xlabel="Index (sorted by y)", ylabel=ylabel, title=title)
-    ax.legend()
+    rmse, pred = best[0]
+    actual = np.asarray(y, np.float64)[:, 0]
+    predicted = np.asarray(pred, np.float64)[:, 0]
+    fig, ax = _figure(figsize=(7, 7))
+    ax.scatter(actual, predicted, s=14, alpha=0.6, color="tab:blue",
+               label=f"best model ({len(actual)} test points)")
+    both = np.concatenate([actual, predicted])
+    lo, hi = float(both.min()), float(both.max())
+    pad = 0.03 * (hi - lo or 1.0)
+    lo, hi = lo - pad, hi + pad
+    ax.plot([lo, hi], [lo, hi], color="black", linestyle="--", linewidth=1,
+            label="y = x (a perfect prediction)")
+    others = ", ".join(f"{r:.2f}" for r, _ in best[1:])
+    kept = f" (the other kept models: {others} {units})" if others else ""
+    ax.set(xlabel=f"actual {quantity} ({units})", ylabel=f"predicted {quantity} ({units})",
+           xlim=(lo, hi), ylim=(lo, hi), aspect="equal",
+           title=f"{title}\nbest model: test RMSE {rmse:.2f} {units}{kept}")
+    ax.legend(loc="upper left")
     return _save(fig, path)
 
 
@@ -101,21 +118,58 @@ def loss_curves(path: Path, history: dict[str, Any], *, best_epoch: int | None =
                 title: str = "Loss per epoch") -> Path:
     """Training (and validation, when there is one) loss per epoch, log scale.
 
-    ``best_epoch`` (0-based) marks the best model with a dotted line.
+    Over :data:`SMOOTH_FROM` epochs the raw curves are drawn thin and faint, with a
+    moving average over about 2% of the run on top (a geometric mean: an average on
+    the log scale of the plot), so a long, noisy run reads as a trend rather than a
+    band. ``best_epoch`` (0-based) marks the best model with a dotted line.
     """
     train = np.asarray(history["train_loss"], np.float64)
     val = np.asarray(history["val_loss"], np.float64)
     epochs = np.arange(1, len(train) + 1)
+    window = _smoothing_window(len(train))
     fig, ax = _figure()
-    ax.plot(epochs, train, label="train (mean over the epoch's batches)")
+    curves = [("train", "mean over the epoch's batches", train, "tab:blue")]
     if np.any(np.isfinite(val)):
-        ax.plot(epochs, val, label="validation (after the epoch)")
+        curves.append(("validation", "after the epoch", val, "tab:orange"))
+    for name, what, values, color in curves:
+        if window == 1:
+            ax.plot(epochs, values, color=color, label=f"{name} ({what})")
+            continue
+        ax.plot(epochs, values, color=color, linewidth=0.5, alpha=0.3,
+                label=f"{name}, raw ({what})")
+        ax.plot(epochs, _moving_average(values, window), color=color, linewidth=2, zorder=3,
+                label=f"{name}, moving average over {window} epochs")  # above every raw curve
     if best_epoch is not None:
-        ax.axvline(best_epoch + 1, color="gray", linestyle=":",
-                   label=f"best model (epoch {best_epoch + 1})")
+        ax.axvline(best_epoch, color="gray", linestyle=":",  # counted from 1, like the x axis
+                   label=f"best model (epoch {best_epoch})")
     positive = np.concatenate([train[train > 0], val[np.isfinite(val) & (val > 0)]])
     if positive.size and math.isfinite(float(positive.max())):
         ax.set_yscale("log")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.legend()
     return _save(fig, path)
+
+
+SMOOTH_FROM = 200
+"""Loss curves of more epochs than this get a moving average over the raw curve."""
+
+
+def _smoothing_window(epochs: int) -> int:
+    """1 (no smoothing) up to :data:`SMOOTH_FROM` epochs, else an odd window of about 2%."""
+    return 1 if epochs <= SMOOTH_FROM else (epochs // 50) | 1
+
+
+def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """The centred moving average of ``values`` over ``window`` points (fewer at the
+    ends), of the logs when every value is positive (a geometric mean), NaNs left out."""
+    finite = np.isfinite(values)
+    use_log = bool(np.all(values[finite] > 0))
+    v = np.where(finite, np.log(np.where(finite & (values > 0), values, 1.0)) if use_log
+                 else values, 0.0)
+    sums = np.concatenate([[0.0], np.cumsum(v)])
+    counts = np.concatenate([[0], np.cumsum(finite)])
+    i, half = np.arange(len(values)), window // 2
+    lo, hi = np.maximum(i - half, 0), np.minimum(i + half + 1, len(values))
+    n = counts[hi] - counts[lo]
+    mean = np.divide(sums[hi] - sums[lo], n, out=np.full(len(values), np.nan), where=n > 0)
+    return np.exp(mean) if use_log else mean

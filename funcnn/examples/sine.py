@@ -1,6 +1,6 @@
-"""sin(x) on [0, 2 pi] with the seed's MLP or ResNet: ``python -m funcnn.examples sine-mlp``.
+"""sin(x) on [0, 2 pi] with the tutorial's MLP or ResNet: ``python -m funcnn.examples sine-mlp``.
 
-The seed's setting, unchanged: 5000 evenly spaced training points, the validation grid
+The tutorial's setting, unchanged: 5000 evenly spaced training points, the validation grid
 shifted by half a step, loss ``0.5 * mean((pred - y)**2)``, Adam with lr 0.01 and
 (coupled, L2) weight decay 1e-6, batches of 64 reshuffled every epoch, 1000 epochs,
 the best 3 models kept by validation loss. Params are float32, He-initialised.
@@ -16,6 +16,7 @@ import numpy as np
 import funcnn as fn
 from funcnn.examples import (
     LOSS_PNG,
+    NOTHING_SAVED,
     PREDICTIONS_PNG,
     ExampleResult,
     output_folder,
@@ -32,13 +33,13 @@ KEEP_BEST = 3
 
 
 def mlp() -> fn.Layer:
-    """The seed's MLP: Linear(1, 16) - ReLU - Linear(16, 16) - ReLU - Linear(16, 1)."""
+    """The tutorial's MLP: Linear(1, 16) - ReLU - Linear(16, 16) - ReLU - Linear(16, 1)."""
     L = fn.layers
     return fn.serial(L.Linear(1, 16), L.ReLU(), L.Linear(16, 16), L.ReLU(), L.Linear(16, 1))
 
 
 def resnet() -> fn.Layer:
-    """The seed's ResNet: Linear(1, 16) - ReLU - 3 x ResNetBlock(16) - Linear(16, 1)."""
+    """The tutorial's ResNet: Linear(1, 16) - ReLU - 3 x ResNetBlock(16) - Linear(16, 1)."""
     L = fn.layers
     return fn.serial(L.Linear(1, 16), L.ReLU(), L.ResNetBlock(16), L.ResNetBlock(16),
                      L.ResNetBlock(16), L.Linear(16, 1))
@@ -49,11 +50,11 @@ MODELS = {"mlp": mlp, "resnet": resnet}
 
 def run(arch: str = "mlp", *, epochs: int = EPOCHS, seed: int = 0, out=None,
         progress: str = "auto", plots: bool = True, stream: TextIO | None = None) -> ExampleResult:
-    """Train the seed's sine model ``arch`` ("mlp" or "resnet") and write its results.
+    """Train the tutorial's sine model ``arch`` ("mlp" or "resnet") and write its results.
 
     Args:
         arch: "mlp" or "resnet".
-        epochs: number of epochs (the seed: 1000).
+        epochs: number of epochs (the tutorial: 1000).
         seed: seeds the init (``split(key(seed))[0]``) and the shuffling (``[1]``).
         out: output folder (default ``runs/sine-<arch>``).
         progress: fit's progress mode: "auto", "bar", "lines" or "silent".
@@ -62,7 +63,7 @@ def run(arch: str = "mlp", *, epochs: int = EPOCHS, seed: int = 0, out=None,
 
     Returns:
         an :class:`~funcnn.examples.ExampleResult`; ``metrics["val_mse"]`` is the best
-        model's validation loss (the seed's ``0.5 * mean`` squared error).
+        model's validation loss (the tutorial's ``0.5 * mean`` squared error).
     """
     if arch not in MODELS:
         raise ValueError(f"sine: arch must be one of {sorted(MODELS)}, got {arch!r}")
@@ -82,17 +83,17 @@ def run(arch: str = "mlp", *, epochs: int = EPOCHS, seed: int = 0, out=None,
                     key=fit_key, keep_best=KEEP_BEST, progress=progress, stream=stream)
 
     if not result.best:
-        raise KeyboardInterrupt  # stopped before the first epoch finished: nothing to save
+        raise KeyboardInterrupt(NOTHING_SAVED)  # stopped before the first epoch finished
     best = result.best[0]
     metrics = {
         "example": name, "seed": seed, "epochs": epochs,
         "epochs_run": len(result.history["train_loss"]), "stop_reason": result.stop_reason,
-        "val_mse": best.loss, "best_epoch": best.epoch + 1,
-        "best_k": [{"val_mse": m.loss, "epoch": m.epoch + 1} for m in result.best],
+        "val_mse": best.loss, "best_epoch": best.epoch,
+        "best_k": [{"val_mse": m.loss, "epoch": m.epoch} for m in result.best],
         "train_seconds": float(np.sum(result.history["time"])),
     }
     say(stream, f"{name}: best validation MSE (0.5 * mean squared error) {best.loss:.4g} "
-                f"at epoch {best.epoch + 1}")
+                f"at epoch {best.epoch}")
     files = write_results(folder, best.params, metrics)
     if plots:
         files.update(_draw(folder, model, data, result, name, stream))

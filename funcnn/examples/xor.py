@@ -1,20 +1,20 @@
-"""XOR with the seed's 2-2-1 sigmoid network: ``python -m funcnn.examples xor``.
+"""XOR with the tutorial's 2-2-1 sigmoid network: ``python -m funcnn.examples xor``.
 
-The seed trains it by hand: full-batch gradient descent with learning rate 0.1 for
+The tutorial trains it by hand: full-batch gradient descent with learning rate 0.1 for
 10000 epochs on the squared error ``0.5 * sum((pred - y)**2)`` over the four points,
 weights drawn as ``np.random.seed(0); randn(...) * 0.5`` (biases too). This example
-does the same with funcnn, so it reaches the seed's predictions to rounding error:
+does the same with funcnn, so it reaches the tutorial's predictions to rounding error:
 
 - model ``serial(Linear(2, 2), Sigmoid(), Linear(2, 1), Sigmoid())`` in float64;
-- the seed's init, drawn from ``np.random.RandomState(seed)`` in the seed's order
+- the tutorial's init, drawn from ``np.random.RandomState(seed)`` in the tutorial's order
   (W1, b1, W2, b2) and transposed to funcnn's ``(out, in)`` weight layout;
 - loss :data:`half_sse`, ``0.5 * sum`` of squared errors, whose exact gradient is the
-  seed's ``pred - y`` (funcnn's ``mse`` is the *mean*, four times smaller);
+  tutorial's ``pred - y`` (funcnn's ``mse`` is the *mean*, four times smaller);
 - ``fn.optim.sgd(0.1)``, one update per epoch on all four points.
 
 With one batch per epoch, ``fn.fit`` would print one progress line per epoch (10000
 lines), so this example runs the plain loop from ``fn.train``'s docs and prints the
-predictions every 1000 epochs, as the seed does.
+predictions every 1000 epochs, as the tutorial does.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 import funcnn as fn
 from funcnn.examples import (
     LOSS_PNG,
+    NOTHING_SAVED,
     PREDICTIONS_PNG,
     ExampleResult,
     output_folder,
@@ -47,23 +48,23 @@ INIT_SCALE = 0.5
 
 @fn.losses.make_loss
 def half_sse(pred, target):
-    """The seed's XOR loss: ``0.5 * sum((pred - target)**2)``; gradient ``pred - target``."""
+    """The tutorial's XOR loss: ``0.5 * sum((pred - target)**2)``; gradient ``pred - target``."""
     d = pred - target
     return 0.5 * np.sum(d * d), d
 
 
 def model() -> fn.Layer:
-    """The seed's XOR network: 2 inputs, 2 sigmoid hidden units, 1 sigmoid output."""
+    """The tutorial's XOR network: 2 inputs, 2 sigmoid hidden units, 1 sigmoid output."""
     L = fn.layers
     return fn.serial(L.Linear(2, 2, dtype=np.float64), L.Sigmoid(),
                      L.Linear(2, 1, dtype=np.float64), L.Sigmoid())
 
 
 def seed_init(seed: int = 0) -> fn.Params:
-    """The seed's init: ``randn(...) * 0.5`` for W1 (2, 2), b1 (2), W2 (2, 1), b2 (1).
+    """The tutorial's init: ``randn(...) * 0.5`` for W1 (2, 2), b1 (2), W2 (2, 1), b2 (1).
 
     Drawn in that order from a private ``np.random.RandomState(seed)``, which gives the
-    same numbers as the seed's global ``np.random.seed(0); np.random.randn(...)``.
+    same numbers as the tutorial's global ``np.random.seed(0); np.random.randn(...)``.
     """
     rs = np.random.RandomState(seed)
     w1, b1 = rs.randn(2, 2) * INIT_SCALE, rs.randn(2) * INIT_SCALE
@@ -74,11 +75,11 @@ def seed_init(seed: int = 0) -> fn.Params:
 
 def run(*, epochs: int = EPOCHS, seed: int = 0, out=None, progress: str = "auto",
         plots: bool = True, stream: TextIO | None = None) -> ExampleResult:
-    """Train the seed's XOR network by full-batch gradient descent and write its results.
+    """Train the tutorial's XOR network by full-batch gradient descent and write its results.
 
     Args:
-        epochs: number of gradient-descent steps (the seed: 10000).
-        seed: seeds ``np.random.RandomState`` for the init (the seed uses 0).
+        epochs: number of gradient-descent steps (the tutorial: 10000).
+        seed: seeds ``np.random.RandomState`` for the init (the tutorial uses 0).
         out: output folder (default ``runs/xor``).
         progress: "silent" hides the predictions printed every 1000 epochs; any other
             mode ("auto", "bar", "lines") shows them.
@@ -109,7 +110,7 @@ def run(*, epochs: int = EPOCHS, seed: int = 0, out=None, progress: str = "auto"
     metrics = {
         "example": "xor", "seed": seed, "epochs": epochs,
         "epochs_run": len(result.history["train_loss"]), "stop_reason": result.stop_reason,
-        "loss": best.loss, "best_epoch": best.epoch + 1,
+        "loss": best.loss, "best_epoch": best.epoch,
         "predictions": [float(p) for p in pred], "targets": [float(t) for t in y[:, 0]],
         "correct": correct,
         "train_seconds": float(np.sum(result.history["time"])),
@@ -126,7 +127,7 @@ def run(*, epochs: int = EPOCHS, seed: int = 0, out=None, progress: str = "auto"
 
 
 def _train(net, params, x, y, epochs, verbose, stream) -> FitResult:
-    """The seed's loop: forward, exact gradient, one SGD step, on all four points."""
+    """The tutorial's loop: forward, exact gradient, one SGD step, on all four points."""
     step = fn.value_and_grad(net, half_sse)
     opt = fn.optim.sgd(LR)
     opt_state = opt.init(params)
@@ -153,7 +154,7 @@ def _train(net, params, x, y, epochs, verbose, stream) -> FitResult:
         stop_reason = "interrupted"
         say(stream, f"interrupted after {len(losses)} epochs; keeping what was trained so far")
         if best is None:
-            raise
+            raise KeyboardInterrupt(NOTHING_SAVED) from None
     final_loss = half_sse(net.apply(params, x), y)
     if final_loss < best.loss:
         best = BestModel(final_loss, len(losses), params)

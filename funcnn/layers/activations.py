@@ -11,52 +11,56 @@ import math
 
 import numpy as np
 
-from funcnn import plan, random
+from funcnn import kernel, random
 from funcnn.errors import ShapeError
-from funcnn.layers._checks import check_cotangent, check_input, check_no_params
+from funcnn.checks import check_input, check_no_params
 from funcnn.numerics import sigmoid
 from funcnn.types import Layer
 
 
-def _activation(name: str, forward, backward, uses_input: bool = True, inline=None) -> Layer:
+def _activation(name: str, forward, backward, uses_input: bool = True, check_x=None) -> Layer:
     """Build a parameterless layer from ``forward(x) -> y`` and ``backward(x, y, dy) -> dx``.
 
-    ``uses_input=False`` says ``backward`` reads only ``y`` and ``dy`` (fused plans then
-    let ``x`` go early); ``inline`` is the two as source for fused plans (see
-    :func:`funcnn.plan.activation`).
+    ``uses_input=False`` says ``backward`` reads only ``y`` and ``dy``, so ``x`` is not
+    kept for it. ``dy`` reaches ``backward`` cast to ``y``'s dtype. ``check_x(x)``
+    checks more of the input (Softmax's axis).
     """
 
     def init(key):
         random.as_key(key)
         return {}
 
-    def apply(params, x):
+    def check(params, x, key, state, mode):
         check_no_params(params, name)
-        return forward(check_input(x, name))
+        check_input(x, name)
+        if check_x is not None:
+            check_x(x)
 
-    def vjp(params, x):
-        check_no_params(params, name)
-        x = check_input(x, name)
-        y = forward(x)
+    if uses_input:
+        def kernel_forward(params, x, key, state, mode):
+            y = forward(x)
+            return y, state, (x, y)
+    else:  # the backward reads only y: keep nothing else
+        def kernel_forward(params, x, key, state, mode):
+            y = forward(x)
+            return y, state, y
 
-        def pullback(dy):
-            dy = check_cotangent(dy, y.shape, name).astype(y.dtype, copy=False)
-            return {}, backward(x, y, dy)
+    def kernel_backward(saved, dy, out, need_dx):
+        if not need_dx:
+            return {}, None
+        x, y = saved if uses_input else (None, saved)
+        if dy.dtype is not y.dtype and dy.dtype != y.dtype:
+            dy = dy.astype(y.dtype)
+        return {}, backward(x, y, dy)
 
-        return y, pullback
-
-    vjp.plan = plan.activation(forward, backward, uses_input, inline)
-    return Layer(init, apply, vjp, name=name)
+    return kernel.layer(kernel.Kernel(check, kernel_forward, kernel_backward), init, name)
 
 
 def ReLU() -> Layer:
     """``y = max(x, 0)``; ``dy/dx = 1 if x > 0 else 0``."""
     # y > 0 exactly where x > 0 (NaN included), so the backward needs only y
     return _activation("ReLU()", lambda x: np.maximum(x, _ZEROS.get(x.dtype, 0)),
-                       lambda x, y, dy: dy * (y > _ZEROS.get(y.dtype, 0)), uses_input=False,
-                       inline=("maximum({x}, zeros.get({x}.dtype, 0))",
-                               "{dy} * ({y} > zeros.get({y}.dtype, 0))",
-                               {"maximum": np.maximum, "zeros": _ZEROS}))
+                       lambda x, y, dy: dy * (y > _ZEROS.get(y.dtype, 0)), uses_input=False)
 
 
 def LeakyReLU(negative_slope: float = 0.01) -> Layer:
@@ -138,14 +142,13 @@ def Softmax(axis: int = -1) -> Layer:
     name = f"Softmax(axis={axis})"
 
     def forward(x):
-        _check_axis(x, axis, name)
         e = np.exp(x - x.max(axis=axis, keepdims=True))
         return e / e.sum(axis=axis, keepdims=True)
 
     def backward(x, y, dy):
         return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
 
-    return _activation(name, forward, backward)
+    return _activation(name, forward, backward, check_x=lambda x: _check_axis(x, axis, name))
 
 
 def LogSoftmax(axis: int = -1) -> Layer:
@@ -154,14 +157,13 @@ def LogSoftmax(axis: int = -1) -> Layer:
     name = f"LogSoftmax(axis={axis})"
 
     def forward(x):
-        _check_axis(x, axis, name)
         z = x - x.max(axis=axis, keepdims=True)
         return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
     def backward(x, y, dy):
         return dy - np.exp(y) * dy.sum(axis=axis, keepdims=True)
 
-    return _activation(name, forward, backward)
+    return _activation(name, forward, backward, check_x=lambda x: _check_axis(x, axis, name))
 
 
 # 0 in each float dtype: the same value as a Python 0 in a ufunc, with less overhead

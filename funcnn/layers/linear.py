@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 
-from funcnn import plan, random
+from funcnn import kernel, random
 from funcnn.errors import ParamsError, ShapeError
-from funcnn.layers._checks import check_cotangent, check_input
+from funcnn.checks import check_numeric_input
 from funcnn.types import Layer
 
 INIT_SCALES = {
@@ -23,7 +23,7 @@ def Linear(in_features: int, out_features: int, *, init: str = "he", dtype=np.fl
 
     Params ``{"weight": (out, in), "bias": (out,)}`` (the layout of ``torch.nn.Linear``)
     and ``y = x @ weight.T + bias`` for ``x`` of shape ``(..., in)``. ``x`` is cast to the
-    params' dtype, so a float32 model stays float32 end to end.
+    params' dtype (integer inputs too), so a float32 model stays float32 end to end.
 
     Initialisation: bias zero, weight ``normal(0, 1) * scale`` with
 
@@ -55,39 +55,51 @@ def Linear(in_features: int, out_features: int, *, init: str = "he", dtype=np.fl
         weight = random.normal(key, weight_shape, np.float64) * scale
         return {"weight": weight.astype(dtype), "bias": np.zeros(out_features, dtype)}
 
-    def unpack(params, x):
-        weight, bias = _weight_and_bias(params, name, weight_shape)
-        x = check_input(x, name)
+    # np.dot has less call overhead on small matrices; np.matmul picks faster BLAS calls on
+    # big ones (see MATMUL_MIN)
+    product = _PRODUCTS[product_name(in_features * out_features)]
+
+    def check(params, x, key, state, mode):
+        _weight_and_bias(params, name, weight_shape)
+        x = check_numeric_input(x, name)
         if x.shape[-1] != in_features:
             raise ShapeError(f"expected (..., {in_features}), got {x.shape}", layer=name)
-        return weight, bias, x.astype(weight.dtype, copy=False)
 
-    def forward(weight, bias, x):
-        return _forward(x.reshape(-1, in_features), weight, bias).reshape(*x.shape[:-1], out_features)
+    def forward(params, x, key, state, mode):
+        weight, bias = params["weight"], params["bias"]
+        if x.dtype is not weight.dtype and x.dtype != weight.dtype:
+            x = x.astype(weight.dtype)  # integer inputs too: a float32 model stays float32
+        shape = x.shape
+        flat = len(shape) != 2
+        x2 = x.reshape(-1, in_features) if flat else x
+        y = product(x2, weight.T)  # y = x @ weight.T + bias
+        y += bias
+        return (y.reshape(*shape[:-1], out_features) if flat else y), state, (x2, weight, shape)
 
-    def apply(params, x):
-        return forward(*unpack(params, x))
+    def backward(saved, dy, out, need_dx):
+        x2, weight, x_shape = saved
+        if dy.dtype is not weight.dtype and dy.dtype != weight.dtype:
+            dy = dy.astype(weight.dtype)
+        if dy.ndim != 2:
+            dy = dy.reshape(-1, out_features)
+        ones = _ONES.get((len(dy), dy.dtype))
+        if ones is None:
+            ones = unit_rows(len(dy), dy.dtype)
+        out_weight, out_bias = (None, None) if out is None else (out["weight"], out["bias"])
+        dweight = product(dy.T, x2, out_weight)  # dy^T x (out positional: cheaper dispatch)
+        dbias = np.dot(ones, dy, out_bias)  # the sum of dy's rows
+        grads = out if out is not None else {"weight": dweight, "bias": dbias}
+        if not need_dx:
+            return grads, None
+        dx = product(dy, weight)  # dy W
+        return grads, (dx if len(x_shape) == 2 else dx.reshape(x_shape))
 
-    def vjp(params, x):
-        weight, bias, x = unpack(params, x)
-        y = forward(weight, bias, x)
-
-        def pullback(dy):
-            dy = check_cotangent(dy, y.shape, name).astype(weight.dtype, copy=False)
-            dy2 = dy.reshape(-1, out_features)
-            dweight, dbias, dx = _backward(dy2, x.reshape(-1, in_features), weight, True)
-            return {"weight": dweight, "bias": dbias}, dx.reshape(x.shape)
-
-        return y, pullback
-
-    vjp.plan = _plan(weight_shape)  # the same math, fused into a model's plan
-    return Layer(init_params, apply, vjp, name=name)
+    return kernel.layer(kernel.Kernel(check, forward, backward), init_params, name)
 
 
-# The math, on 2-D arrays. The plan below writes the same calls out. np.dot has less call
-# overhead on small matrices; np.matmul picks faster BLAS calls on big ones (measured on
-# 2 cores, float32, batch 256, 1024 x 1024 weights: dy.T @ x 1.84 ms vs 2.04 ms, x @ w.T
-# 1.90 vs 1.97 ms; at 16 x 16 dot is 0.2 us faster). Both paths choose by weight size.
+# np.dot has less call overhead on small matrices; np.matmul picks faster BLAS calls on
+# big ones (measured on 2 cores, float32, batch 256, 1024 x 1024 weights: dy.T @ x 1.84 ms
+# vs 2.04 ms, x @ w.T 1.90 vs 1.97 ms; at 16 x 16 dot is 0.2 us faster).
 MATMUL_MIN = 1 << 16  # weight elements from which the product is np.matmul
 
 
@@ -115,65 +127,6 @@ def unit_rows(rows: int, dtype) -> np.ndarray:
             _ONES.clear()
         ones = _ONES.setdefault(key, ones)
     return ones
-
-
-def _forward(x, weight, bias):
-    """``y = x @ weight.T + bias``."""
-    y = _PRODUCTS[product_name(weight.size)](x, weight.T)
-    y += bias
-    return y
-
-
-def _backward(dy, x, weight, need_dx: bool, dweight=None, dbias=None):
-    """``dweight = dy.T @ x``, ``dbias = sum over rows of dy``, ``dx = dy @ weight``
-    (None unless ``need_dx``), written into ``dweight``/``dbias`` when given."""
-    product = _PRODUCTS[product_name(weight.size)]
-    dweight = product(dy.T, x, out=dweight)
-    dbias = np.dot(unit_rows(len(dy), dy.dtype), dy, out=dbias)  # dy.sum(axis=0)
-    return dweight, dbias, product(dy, weight) if need_dx else None
-
-
-def _plan(weight_shape: tuple[int, int]):
-    """The Linear of a fused plan (see :mod:`funcnn.plan`): the lines of ``_forward`` and
-    ``_backward``, written out. Params must be {'weight', 'bias'}, in this order."""
-
-    def builder(code: plan.Emitter, node, x: str, need_dx: bool):
-        if not isinstance(node, dict) or tuple(node) != ("weight", "bias"):
-            raise plan.Unsupported("Linear params must be {'weight', 'bias'} in this order")
-        wi, bi = node["weight"], node["bias"]
-        if not (isinstance(wi, int) and isinstance(bi, int)):
-            raise plan.Unsupported("Linear params must be arrays")
-        code.expect(wi, weight_shape)
-        code.expect(bi, weight_shape[:1])
-        dtype = code.layout.dtype  # of weight, bias, y, the grads and dx
-        w, y = code.var("w"), code.var("y")
-        code.forward.append(f"{w} = L[{wi}]")
-        xc = code.cast(x, w, dtype)  # x.astype(weight.dtype, copy=False)
-        if xc != x:
-            xc, cast = code.var("x"), xc
-            code.forward.append(f"{xc} = {cast}")
-        product = product_name(weight_shape[0] * weight_shape[1])
-        code.forward += [f"{y} = {product}({xc}, {w}.T)", f"{y} += L[{bi}]"]
-        code.dtypes[y] = dtype
-
-        def back(dy: str):
-            d = code.cast(dy, w, dtype)  # dy.astype(weight.dtype, copy=False)
-            if d != dy:
-                d, cast = code.var("d"), d
-                code.backward.append(f"{d} = {cast}")
-            code.scope["unit_rows"] = unit_rows
-            code.once("ones = unit_rows(len(dy), DT)")  # d has rows of dy and dtype DT
-            code.backward += [f"{product}({d}.T, {xc}, out=G[{wi}])", f"dot(ones, {d}, G[{bi}])"]
-            if not need_dx:
-                return None
-            dx = code.var("d")
-            code.backward.append(f"{dx} = {product}({d}, {w})")
-            code.dtypes[dx] = dtype
-            return dx
-
-        return y, back
-
-    return builder
 
 
 def _check_features(n, arg: str) -> None:

@@ -1,4 +1,4 @@
-"""The seed tutorial's residual block, built from ``residual`` and ``serial``."""
+"""The tutorial's residual block, built from ``residual`` and ``serial``."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ def ResNetBlock(
 ) -> Layer:
     """``y = x + Linear(hidden -> features)(activation(Linear(features -> hidden)(x)))``.
 
-    Both Linear layers use He init, as in the seed. ``activation`` is a layer
+    Both Linear layers use He init, as in the tutorial. ``activation`` is a layer
     factory (``fn.layers.Tanh``) or a layer (``Tanh()``): layers are pure, so sharing one
-    between blocks is safe, unlike the seed's shared mutable default ReLU.
+    between blocks is safe, unlike the tutorial's shared mutable default ReLU.
     Params: ``{"0": {...}, "2": {...}}`` (the inner serial's).
     """
     hidden = features if hidden_features is None else hidden_features

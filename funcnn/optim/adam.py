@@ -1,4 +1,4 @@
-"""Adam (weight decay coupled as L2, like the seed and torch) and AdamW (decoupled)."""
+"""Adam (weight decay coupled as L2, like the tutorial and torch) and AdamW (decoupled)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def adam(
     *,
     weight_decay_mask: Mask | None = None,
 ) -> DonatingOptimizer:
-    r"""Adam; the seed's rule and the same trajectory as ``torch.optim.Adam``.
+    r"""Adam; the tutorial's rule and the same trajectory as ``torch.optim.Adam``.
 
     At update :math:`t = 1, 2, \dots` with learning rate :math:`\eta_t` = ``lr(t - 1)``
     and weight decay :math:`\lambda` coupled as L2 (added to the gradient, so it is
@@ -61,8 +61,9 @@ def adam(
             Default: all leaves.
 
     Returns:
-        An :class:`Optimizer` with state ``{"step", "lr", "mu", "nu"}``;
-        ``state["lr"]`` is the lr the next update will use.
+        An :class:`Optimizer` whose state is an :class:`~funcnn.optim.states.AdamState`:
+        ``step`` (0-d int64), ``lr`` (0-d float64, the lr the next update will use),
+        ``mu`` and ``nu`` (trees like params).
 
     Example:
         >>> import funcnn as fn, numpy as np
@@ -106,8 +107,9 @@ def adamw(
             Default: all leaves.
 
     Returns:
-        An :class:`Optimizer` with state ``{"step", "lr", "mu", "nu"}``;
-        ``state["lr"]`` is the lr the next update will use.
+        An :class:`Optimizer` whose state is an :class:`~funcnn.optim.states.AdamState`:
+        ``step`` (0-d int64), ``lr`` (0-d float64, the lr the next update will use),
+        ``mu`` and ``nu`` (trees like params).
 
     Example:
         >>> import funcnn as fn, numpy as np

@@ -8,8 +8,14 @@ An optimizer state is a plain dict::
 
 Every leaf is an ndarray, so a state saves with ``np.savez`` (or ``fn.save``) and
 resumes exactly. Entries that are dicts are per-leaf (same key paths, shapes and dtypes
-as params); entries that are arrays are global. :func:`funcnn.optim.masked` relies on
-that convention.
+as params); entries that are arrays are global.
+
+Composite optimizers nest the states of their parts (see :mod:`funcnn.optim.chain`,
+:mod:`funcnn.optim.accumulate`, :mod:`funcnn.optim.ema`): a chain keys them by
+position (``"0"``, ``"1"``, ...), a wrapper keeps the wrapped optimizer's state under
+``"inner"``, and each keeps ``"lr"`` at its top level as a read-out of its rule's.
+:func:`funcnn.optim.masked` tells per-leaf entries from nested states by their
+structure: an entry with the key paths of params is per-leaf.
 """
 
 from __future__ import annotations
@@ -46,7 +52,24 @@ class Optimizer(NamedTuple):
 
     An optimizer whose ``update`` can also write its results over the caller's memory
     is a :class:`DonatingOptimizer` (the built-in ``sgd``, ``rmsprop``, ``adam``,
-    ``adamw``); :func:`funcnn.train_step` asks the type, never the signature.
+    ``adamw``, and ``chain``, ``accumulate`` and ``ema`` around one of them);
+    :func:`funcnn.train_step` asks the type, never the signature.
+    """
+
+    init: Callable[[Params], State]
+    update: Callable[[Params, State, Params], tuple[Params, State]]
+
+
+class GradientTransform(NamedTuple):
+    """A step of a :func:`funcnn.optim.chain` that maps grads to grads (optax's
+    ``GradientTransformation``); it unpacks as ``init, update = transform``.
+
+    - ``init(params) -> state``: a plain dict (``{}`` when it keeps nothing).
+    - ``update(grads, state, params) -> (grads, state)``: the transformed grads, e.g.
+      clipped or with weight decay added. Never mutates its arguments.
+
+    It is not an :class:`Optimizer`: it returns grads, not params. End a chain with an
+    optimizer (the rule that turns grads into new params) to train with it.
     """
 
     init: Callable[[Params], State]
@@ -61,6 +84,32 @@ class DonatingOptimizer(Optimizer):
     bitwise the same as without it. (optax marks extended transforms the same way, with
     a subclass: ``GradientTransformationExtraArgs``.)
     """
+
+
+def of_kind(opt: Optimizer, init: Callable[[Params], State],
+            update: Callable[..., tuple[Params, State]]) -> Optimizer:
+    """A wrapper of ``opt`` from ``init`` and ``update(grads, state, params, donate)``:
+    a :class:`DonatingOptimizer` that passes ``donate`` on when ``opt`` is one, else a
+    plain :class:`Optimizer` (whose ``update`` takes no ``donate``)."""
+    if isinstance(opt, DonatingOptimizer):
+        def update_donating(grads: Params, state: State, params: Params, *,
+                            donate: bool = False) -> tuple[Params, State]:
+            return update(grads, state, params, donate)
+
+        return DonatingOptimizer(init, update_donating)
+
+    def update_plain(grads: Params, state: State, params: Params) -> tuple[Params, State]:
+        return update(grads, state, params, False)
+
+    return Optimizer(init, update_plain)
+
+
+def call_update(opt: Optimizer, grads: Params, state: State, params: Params,
+                donate: bool) -> tuple[Params, State]:
+    """``opt.update(grads, state, params)``, with ``donate=True`` only when asked."""
+    if donate:
+        return opt.update(grads, state, params, donate=True)
+    return opt.update(grads, state, params)
 
 
 # --- hyperparameter checks (at factory call) ---------------------------------------
@@ -258,7 +307,7 @@ def apply_rule(kernel: Callable[..., None], prepared: Prepared, params: Params,
     layout = prepared.layout
     if layout is not None:
         if isinstance(decay, dict):
-            ranges = _decay_ranges(layout, decay)
+            ranges = decay_ranges(layout, decay)
         else:
             ranges = ((0, layout.size, decay),) if decay else ()
         inputs = (prepared.params, prepared.grads, *prepared.entries)
@@ -278,7 +327,7 @@ def apply_rule(kernel: Callable[..., None], prepared: Prepared, params: Params,
     return trees[0], trees[1:]
 
 
-def _decay_ranges(layout: Layout, decay: Params) -> Decay:
+def decay_ranges(layout: Layout, decay: Params) -> Decay:
     """Per-leaf rates as ranges of the flat buffer (neighbours with one rate merged)."""
     ranges: list = []
     for wd, lo, hi in zip(layout.by_path(decay), layout.offsets, layout.offsets[1:]):
@@ -371,6 +420,26 @@ def with_decay(g: np.ndarray, p: np.ndarray, decay: Decay, out: np.ndarray,
     return out
 
 
+def flat_of(tree: Any, memo: list) -> tuple[Layout, np.ndarray] | None:
+    """``(layout, buffer)``: ``tree`` as one flat, read-only buffer, or None when its
+    leaves cannot be one (mixed dtypes, no leaves, not arrays).
+
+    ``memo`` is the caller's one-item list holding the last layout seen: a tree of the
+    views a flat update returned is then recognised in a few comparisons, without a
+    copy. Gradient transforms use it to hand the next step flat buffers too.
+    """
+    layout = memo[0]
+    if layout is not None:
+        flat = layout.flat(tree, False)
+        if flat is not None:
+            return layout, flat
+    layout = layout_of(tree)
+    if layout is None:
+        return None
+    memo[0] = layout
+    return layout, layout.gather(layout.leaves(tree))
+
+
 # --- checks at every update --------------------------------------------------------
 
 
@@ -427,18 +496,42 @@ def check_update(where: str, grads: Any, state: Any, params: Any, entries: tuple
     """
     check_params(where, params)
     check_like_params(where, "grads", grads, params)
-    expected = ("step", "lr", *entries)
-    if not isinstance(state, dict) or set(state) != set(expected):
-        got = sorted(state) if isinstance(state, dict) else type(state).__name__
-        raise StructureError(
-            f"{where}: state must be a dict with keys {list(expected)}, got {got} "
-            f"(make it with {where}(...).init(params))"
-        )
-    step = state["step"]
+    check_state_keys(where, state, ("step", "lr", *entries),
+                     f"make it with {where}(...).init(params)")
+    step = check_step(where, state["step"])
+    for name in entries:
+        check_like_params(where, f"state[{name!r}]", state[name], params)
+    return step
+
+
+def check_step(where: str, step: Any) -> int:
+    """``state["step"]`` as an int; StructureError unless it is a 0-d integer array >= 0."""
     if not isinstance(step, np.ndarray) or step.shape != () or step.dtype.kind not in "iu":
         raise StructureError(f"{where}: state['step'] must be a 0-d integer array, got {step!r}")
     if step < 0:
         raise StructureError(f"{where}: state['step'] must be >= 0, got {int(step)}")
-    for name in entries:
-        check_like_params(where, f"state[{name!r}]", state[name], params)
     return int(step)
+
+
+def check_state_keys(where: str, state: Any, expected: tuple[str, ...], hint: str) -> None:
+    """StructureError unless ``state`` is a dict with exactly the keys ``expected``."""
+    if not isinstance(state, dict) or set(state) != set(expected):
+        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise StructureError(
+            f"{where}: state must be a dict with keys {list(expected)}, got {got} ({hint})"
+        )
+
+
+def check_wrapper_state(where: str, state: Any, entry: str, hint: str) -> int:
+    """Check the state of a wrapper, ``{"step", "lr", entry, "inner"}`` ("lr" only when
+    the inner state has one); return its step count."""
+    if not (type(state) is dict and "step" in state and entry in state and "inner" in state
+            and len(state) == 3 + ("lr" in state)):
+        check_state_keys(where, state, ("step", "lr", entry, "inner"), hint)
+    return check_step(where, state["step"])
+
+
+def lr_entry(inner: Any) -> dict:
+    """``{"lr": inner["lr"]}`` when the state ``inner`` has one, else ``{}``: the read-out
+    a composite optimizer keeps at its top level, so ``state["lr"]`` works for it too."""
+    return {"lr": inner["lr"]} if isinstance(inner, dict) and "lr" in inner else {}

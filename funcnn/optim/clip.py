@@ -1,4 +1,4 @@
-"""Gradient clipping."""
+"""Gradient clipping of one grads tree (the chain step is ``transforms.clip_grad_norm``)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ def clip_by_global_norm(grads: Params, max_norm: float) -> Params:
     (an inf or NaN gradient) is a ValueError naming the first bad key path, since no
     scaling can fix it.
 
+    This clips one tree now. Its chain step, the same rule bit for bit, is
+    :func:`funcnn.optim.clip_grad_norm`: ``fn.optim.chain(fn.optim.clip_grad_norm(1.0),
+    fn.optim.adam(1e-3))``.
+
     Args:
         grads: A gradient pytree.
         max_norm: The largest allowed global norm, >= 0.
@@ -37,9 +41,13 @@ def clip_by_global_norm(grads: Params, max_norm: float) -> Params:
         {'a': array([0.6]), 'b': {'c': array([0.8])}}
     """
     max_norm = check_nonnegative("clip_by_global_norm", "max_norm", max_norm)
-    norm = tree.global_norm(grads)
+    return clipped("clip_by_global_norm", grads, tree.global_norm(grads), max_norm)
+
+
+def clipped(where: str, grads: Params, norm: float, max_norm: float) -> Params:
+    """``grads``, whose global norm is ``norm``, scaled down to ``max_norm`` if above it."""
     if not math.isfinite(norm):
-        raise ValueError(f"clip_by_global_norm: the global norm of grads is {norm}; {_why(grads)}")
+        raise ValueError(f"{where}: the global norm of grads is {norm}; {non_finite_reason(grads)}")
     if norm <= max_norm:
         return grads
     scale = max_norm / norm
@@ -47,7 +55,8 @@ def clip_by_global_norm(grads: Params, max_norm: float) -> Params:
     return tree.map(lambda g: np.asarray(g * scale, dtype=g.dtype), grads)
 
 
-def _why(grads: Params) -> str:
+def non_finite_reason(grads: Params) -> str:
+    """Why the global norm of ``grads`` is not finite: the first bad key path."""
     for path, g in zip(tree.paths(grads), tree.leaves(grads)):
         if not np.all(np.isfinite(g)):
             return f"grads at {path!r} are not finite (inf or NaN)"

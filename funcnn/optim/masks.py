@@ -83,6 +83,10 @@ def masked(opt: Optimizer, trainable: Mask) -> Optimizer:
 
     Grads must still cover every leaf (zeros are fine for frozen ones). For now the
     inner update is computed for all leaves and the frozen results are dropped.
+    ``opt`` may be composite (``chain``, ``accumulate``, ``ema``): every per-leaf entry
+    of its nested states keeps its frozen leaves too. A ``clip_grad_norm`` step inside
+    sees every leaf's grads: pass zeros for the frozen ones to clip by the norm of the
+    trainable grads alone.
 
     Args:
         opt: The optimizer to apply to the trainable leaves.
@@ -112,9 +116,8 @@ def masked(opt: Optimizer, trainable: Mask) -> Optimizer:
         keep_new = resolve(trainable, params, "trainable")
         new_params, new_state = opt.update(grads, state, params)
         pick = _picker(keep_new)
-        return pick(new_params, params), {
-            k: pick(v, state[k]) if isinstance(v, dict) else v for k, v in new_state.items()
-        }
+        paths = set(tree.paths(params))
+        return pick(new_params, params), _pick_state(pick, new_state, state, paths)
 
     return Optimizer(opt.init, update)
 
@@ -122,3 +125,17 @@ def masked(opt: Optimizer, trainable: Mask) -> Optimizer:
 def _picker(keep_new: Params) -> Callable[[Params, Params], Params]:
     """``pick(new, old)``: per leaf, ``new`` where ``keep_new`` is True, else ``old``."""
     return lambda new, old: tree.map(lambda m, n, o: n if m else o, keep_new, new, old)
+
+
+def _pick_state(pick: Callable, new: State, old: State, paths: set) -> State:
+    """``new`` with ``pick`` applied to each per-leaf entry (a dict with the key paths of
+    params); other dicts are nested states (a chain's steps, a wrapper's ``"inner"``)."""
+    picked = {}
+    for k, v in new.items():
+        if isinstance(v, dict) and v and set(tree.paths(v)) == paths:
+            picked[k] = pick(v, old[k])
+        elif isinstance(v, dict):
+            picked[k] = _pick_state(pick, v, old[k], paths)
+        else:
+            picked[k] = v
+    return picked

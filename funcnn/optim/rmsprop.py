@@ -1,4 +1,4 @@
-"""RMSProp as in the seed tutorial: a bias-corrected running mean of squared gradients."""
+"""RMSProp as in the tutorial: a bias-corrected running mean of squared gradients."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from funcnn.types import Params
 
 
 def rmsprop(lr: float | Schedule, beta: float = 0.9, eps: float = 1e-8) -> DonatingOptimizer:
-    r"""RMSProp with a bias-corrected second moment (the seed tutorial's rule).
+    r"""RMSProp with a bias-corrected second moment (the tutorial's rule).
 
     At update :math:`t = 1, 2, \dots` with learning rate :math:`\eta_t` = ``lr(t - 1)``::
 
@@ -42,7 +42,8 @@ def rmsprop(lr: float | Schedule, beta: float = 0.9, eps: float = 1e-8) -> Donat
         eps: Added to the denominator, > 0.
 
     Returns:
-        An :class:`Optimizer` with state ``{"step", "lr", "nu"}``; ``state["lr"]`` is
+        An :class:`Optimizer` whose state is an :class:`~funcnn.optim.states.RmspropState`
+        ``{"step", "lr", "nu"}`` (0-d int64, 0-d float64, a tree like params); ``state["lr"]`` is
         the lr the next update will use.
 
     Example:

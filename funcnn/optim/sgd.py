@@ -55,7 +55,8 @@ def sgd(
             Default: all leaves.
 
     Returns:
-        An :class:`Optimizer`. Its state is ``{"step", "lr"}`` plus ``"momentum"`` (a
+        An :class:`Optimizer` whose state is an :class:`~funcnn.optim.states.SgdState`:
+        ``{"step", "lr"}`` (0-d int64, 0-d float64) plus ``"momentum"`` (a
         tree shaped like params) when ``momentum > 0``; ``state["lr"]`` is the lr the
         next update will use.
 
