@@ -455,10 +455,14 @@ def step_table(key: str, w: dict) -> list[str]:
 
 
 def profile_fit(parts: dict) -> tuple[float, float]:
-    """Least squares ``fwd_bwd(b) = c0 + c1 * b`` over the profiled batch sizes (seconds)."""
+    """Least squares ``fwd_bwd(b) = c0 + c1 * b`` over the profiled batch sizes (seconds),
+    ``c0`` held at 0 or more (a time per step cannot be negative; caches can make the
+    time per row grow with the batch, which tilts a free fit below zero)."""
     rows = np.array(PROFILE_ROWS, float)
     t = np.array([parts[f"fwd_bwd_{n}"]["median"] for n in PROFILE_ROWS])
     c1, c0 = np.polyfit(rows, t, 1)
+    if c0 < 0:
+        c0, c1 = 0.0, float(rows @ t / (rows @ rows))
     return float(c0), float(c1)
 
 

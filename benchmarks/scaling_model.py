@@ -14,10 +14,10 @@ One process does the whole global batch in ``T_1(N b) = c0 + c1 N b + t_update``
 
     speed-up S = T_1(N b) / T_N(b),   efficiency E = S / N.
 
-T4's inputs are measured by ``python -m benchmarks.mpi_scaling`` (one BLAS thread). T6
-is not measurable yet (no convolution layers): its forward + backward is estimated from
-its FLOPs at half the GEMM rate T4 reaches (im2col convolutions use small, less efficient
-GEMMs), and its update and weighting from T4's per-parameter cost.
+The inputs are measured by ``python -m benchmarks.mpi_scaling`` (one BLAS thread). Where
+T6 was not measured (a funcnn without convolution layers), its forward + backward is
+estimated from its FLOPs at half the GEMM rate T4 reaches (im2col convolutions use
+small, less efficient GEMMs), and its update and weighting from T4's per-parameter cost.
 """
 
 from __future__ import annotations
@@ -50,23 +50,31 @@ def t6_forward_macs() -> int:
     return conv1 + conv2 + 1600 * 128 + 128 * 10
 
 
-def inputs(results: dict) -> dict:
-    """``{workload: {c0, c1, update, weight, bytes, batch, note}}`` (seconds, bytes)."""
-    prof = results["workloads"]["T4"]["profile"]
+def measured(results: dict, key: str, batch: int) -> dict | None:
+    """A workload's inputs from its measured profile, or None if it was not measured."""
+    prof = results["workloads"].get(key, {}).get("profile")
+    if prof is None:
+        return None
     c0, c1 = M.profile_fit(prof["parts"])
-    n4, n6 = prof["n_params"], M.t6_params()
-    update, weight = prof["parts"]["update"]["median"], prof["parts"]["weight"]["median"]
+    return {"c0": c0, "c1": c1, "update": prof["parts"]["update"]["median"],
+            "weight": prof["parts"]["weight"]["median"], "bytes": 4 * prof["n_params"],
+            "batch": batch, "params": prof["n_params"], "note": "measured, one BLAS thread"}
+
+
+def inputs(results: dict) -> dict:
+    """``{workload: {c0, c1, update, weight, bytes, batch, params, note}}`` (seconds,
+    bytes): measured, or for T6 without a measurement, estimated from T4's."""
+    t4 = measured(results, "T4", 256)
+    n4, n6 = t4["params"], M.t6_params()
     t4_flops = 6 * sum(o * i for o, i in W.linear_shapes(W.workloads()["T4"].spec))  # per row
     t6_flops = 6 * t6_forward_macs()  # forward 2 FLOPs per MAC, backward twice the forward
-    t6_c1 = c1 * t6_flops / t4_flops / CONV_EFFICIENCY
-    return {
-        "T4": {"c0": c0, "c1": c1, "update": update, "weight": weight, "bytes": 4 * n4,
-               "batch": 256, "params": n4, "note": "measured, one BLAS thread"},
-        "T6": {"c0": c0, "c1": t6_c1, "update": update * n6 / n4, "weight": weight * n6 / n4,
-               "bytes": 4 * n6, "batch": 128, "params": n6,
-               "note": f"estimated: {t6_flops / 1e6:.1f} MFLOP per row at "
-                       f"{CONV_EFFICIENCY:.0%} of T4's rate"},
-    }
+    t6_c1 = t4["c1"] * t6_flops / t4_flops / CONV_EFFICIENCY
+    t6 = measured(results, "T6", 128) or {
+        "c0": t4["c0"], "c1": t6_c1, "update": t4["update"] * n6 / n4,
+        "weight": t4["weight"] * n6 / n4, "bytes": 4 * n6, "batch": 128, "params": n6,
+        "note": f"estimated: {t6_flops / 1e6:.1f} MFLOP per row at "
+                f"{CONV_EFFICIENCY:.0%} of T4's rate"}
+    return {"T4": t4, "T6": t6}
 
 
 def allreduce(n: int, nbytes: float, latency: float, bandwidth: float) -> float:

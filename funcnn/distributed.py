@@ -208,18 +208,27 @@ def allreduce_mean(value: Any, rows_on_rank: int, rows_in_batch: int, comm: Any)
     return float(total[0]) if shape == () else total.reshape(shape)
 
 
-def data_parallel(value_and_grad_fn: Callable[..., tuple[Any, Params]], comm: Any
-                  ) -> Callable[..., tuple[float, Params]]:
+def data_parallel(value_and_grad_fn: Callable[..., tuple], comm: Any) -> Callable[..., tuple]:
     """Turn ``f(params, x, y) -> (value, grads)`` into the same function of a global batch.
 
-    The returned ``step(params, x, y, *args, **kwargs)`` takes this rank's rows
-    (``x[shard(len(x), comm)]``, the same for ``y``), calls ``f`` on them (not at all
-    on a rank with no rows), and returns the global batch's mean value and grads:
-    :func:`allreduce_mean` of the value and :func:`allreduce_grads` of the grads (one
-    Allreduce over the grads' flat buffer, one of a single float). Every rank must pass
-    the same ``params``, ``x`` and ``y``. This is exact for a loss that is a mean over
-    rows (every funcnn loss). With one process (``comm=None`` or one rank) it returns
-    ``f`` itself: the same bits as without MPI.
+    The returned ``step(params, x, y, *, key=None, state=None, **kwargs)`` takes this
+    rank's rows (``x[shard(len(x), comm)]``, the same for ``y``), calls ``f`` on them
+    (not at all on a rank with no rows), and returns the global batch's mean value and
+    grads: :func:`allreduce_mean` of the value and :func:`allreduce_grads` of the grads
+    (one Allreduce over the grads' flat buffer, one of a single float). Every rank must
+    pass the same ``params``, ``x``, ``y``, ``key`` and ``state``. This is exact for a
+    loss that is a mean over rows (every funcnn loss).
+
+    With ``key``, ``f`` gets :func:`rank_key` of it (each rank its own Dropout masks).
+    With ``state`` (BatchNorm statistics), ``f`` returns ``(value, grads, new_state)``
+    and so does ``step``, the new state agreed across ranks by :func:`allreduce_state`.
+    Layers that communicate themselves (``BatchNorm(sync=comm)``) need the same number of
+    rows on every rank: global batches a multiple of the number of ranks
+    (``drop_last=True`` when the last one is short). They sum the cotangents of all ranks
+    in their backward pass, and those are scaled by ``1 / rows_on_rank`` here (each rank's
+    loss is the mean over its rows), so only equal shares give the global batch's
+    gradient. With one process (``comm=None`` or one rank) this returns ``f`` itself:
+    the same bits as without MPI.
 
     Example:
         >>> step = fn.distributed.data_parallel(fn.value_and_grad(model, fn.losses.mse), comm)
@@ -232,18 +241,58 @@ def data_parallel(value_and_grad_fn: Callable[..., tuple[Any, Params]], comm: An
     if comm is None:
         return value_and_grad_fn
 
-    def step(params: Params, x: Any, y: Any, *args: Any, **kwargs: Any) -> tuple[float, Params]:
+    def step(params: Params, x: Any, y: Any, *args: Any, key: Key | int | None = None,
+             state: Any = None, **kwargs: Any) -> tuple:
         rows = len(x)
         mine = shard(rows, comm)
         n = mine.stop - mine.start
+        if key is not None:
+            kwargs["key"] = rank_key(key, comm)
+        if state is not None:
+            kwargs["state"] = state
         value = grads = None
+        new_state = state
         if n:
-            value, grads = value_and_grad_fn(params, x[mine], None if y is None else y[mine],
-                                             *args, **kwargs)
+            got = value_and_grad_fn(params, x[mine], None if y is None else y[mine],
+                                    *args, **kwargs)
+            value, grads = got[0], got[1]
+            new_state = got[2] if state is not None else None
         grads = allreduce_grads(grads, n, rows, comm, like=params)
-        return allreduce_mean(value, n, rows, comm), grads
+        value = allreduce_mean(value, n, rows, comm)
+        if state is None:
+            return value, grads
+        return value, grads, allreduce_state(new_state, n, rows, comm)
 
     return step
+
+
+def allreduce_state(state: Any, rows_on_rank: int, rows_in_batch: int, comm: Any) -> Any:
+    """Model state (BatchNorm's running statistics) made the same on every rank.
+
+        float leaves:  s = sum_r (rows_on_rank_r / rows_in_batch) * s_r   (one Allreduce)
+        other leaves (counters such as num_batches_tracked): rank 0's
+
+    A running mean updated from each rank's batch mean this way is the one updated from
+    the global batch's mean (the update is linear in it); running variances become the
+    row-weighted mean of the ranks' (torch DDP instead copies rank 0's buffers). A rank
+    with no rows passes the state it had; its float leaves count for nothing and rank 0
+    always has rows. Returns ``state`` as it is for one process.
+    """
+    comm = _peers(comm)
+    weight = _weight("allreduce_state", rows_on_rank, rows_in_batch)
+    if comm is None:
+        return state
+    leaves = _tree.flatten(state)
+    floats = {p: v for p, v in leaves.items()
+              if isinstance(v, (np.ndarray, np.generic)) and np.asarray(v).dtype.kind == "f"}
+    if floats:
+        buffer, unpack = _weighted_buffer(_tree.unflatten(floats), weight)
+        comm.Allreduce(_mpi().IN_PLACE, buffer)
+        floats = _tree.flatten(unpack(buffer))
+    others = {p: v for p, v in leaves.items() if p not in floats}
+    if others:
+        others = comm.bcast(others if comm.Get_rank() == 0 else None, root=0)
+    return _tree.unflatten({p: floats[p] if p in floats else others[p] for p in leaves})
 
 
 def broadcast_params(params: Params, comm: Any, root: int = 0) -> Params:
@@ -350,32 +399,6 @@ def sum_grads(grads: Params | None, comm: Any, *, like: Params) -> Params:
         buffer = np.zeros(layout.size, layout.dtype) if grads is None else np.array(buffer)
     comm.Allreduce(_mpi().IN_PLACE, buffer)
     return layout.views(buffer)
-
-
-def average_state(state: Any, comm: Any) -> Any:
-    """A model state made the same on every rank: float leaves (running statistics)
-    averaged, integer leaves (counters) their element-wise maximum. With per-rank
-    BatchNorm statistics each rank has seen only its rows; the average is what ``fit``
-    keeps."""
-    comm = _peers(comm)
-    if comm is None or not state:
-        return state
-    flat = _tree.flatten(state)
-    out = dict(flat)
-    for kinds, dtype, op in (("f", np.float64, "SUM"), ("iu", np.int64, "MAX")):
-        paths = [p for p, v in flat.items() if isinstance(v, np.ndarray) and v.dtype.kind in kinds]
-        if not paths:
-            continue
-        buffer = np.concatenate([np.ravel(flat[p]).astype(dtype) for p in paths])
-        comm.Allreduce(_mpi().IN_PLACE, buffer, op=getattr(_mpi(), op))
-        if op == "SUM":
-            buffer /= comm.Get_size()
-        start = 0
-        for p in paths:
-            leaf = flat[p]
-            out[p] = buffer[start:start + leaf.size].reshape(leaf.shape).astype(leaf.dtype)
-            start += leaf.size
-    return _tree.unflatten(out)
 
 
 def raise_together(failure: BaseException | None, comm: Any, where: str, *,
@@ -551,7 +574,7 @@ def _kind(value: Any) -> str:
 
 
 __all__ = [
-    "allreduce_grads", "allreduce_mean", "average_state", "broadcast_params", "check_same",
+    "allreduce_grads", "allreduce_mean", "allreduce_state", "broadcast_params", "check_same",
     "data_parallel", "is_root", "num_ranks", "on_root", "raise_together", "rank", "rank_key",
     "require_comm", "shard", "shards", "sum_grads",
 ]

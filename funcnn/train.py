@@ -209,7 +209,8 @@ def fit(
             update and the run equals a one-process run up to rounding. Validation is
             split across ranks too; only rank 0 prints and writes checkpoints; a
             checkpoint resumes on any number of ranks. BatchNorm statistics are
-            per-rank (averaged across ranks after each step) unless the layer was built
+            per-rank (their running values then combined across ranks, weighted by
+            rows, see ``fn.distributed.allreduce_state``) unless the layer was built
             with ``sync=comm``; Dropout draws its masks from ``fold_in(batch key,
             rank)``. See :mod:`funcnn.distributed`.
 
@@ -416,7 +417,7 @@ def _parallel_step(step, comm, run, xb, yb, key, with_state: bool, ctrl_c: list)
     grads = distributed.sum_grads(grads, comm, like=run.params)
     value = distributed.allreduce_mean(value, rows, len(xb), comm)
     if with_state:
-        new_state = distributed.average_state(new_state, comm)
+        new_state = distributed.allreduce_state(new_state, rows, len(xb), comm)
     return value, grads, new_state
 
 

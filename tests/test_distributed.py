@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers.mpi_programs import train_loop
+from helpers.mpi_programs import train_bn_loop, train_loop
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -199,6 +199,24 @@ def test_hand_written_loop_on_n_ranks_is_the_one_process_run(mpiexec, tmp_path, 
     assert not np.array_equal(one["auto_params"][0], one["auto_params"][-1])  # it trained
 
 
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_batchnorm_state_and_dropout_keys_on_n_ranks(mpiexec, tmp_path, ranks):
+    rows, batch, epochs = 48, 12, 2  # equal shares (6+6, 4+4+4), as BatchNorm(sync=comm) needs
+    run_mpi(mpiexec, ranks, [PROGRAMS, "train_bn", rows, batch, epochs, tmp_path], tmp_path)
+    got = [dict(np.load(tmp_path / f"train_bn-rank{r}.npz")) for r in range(ranks)]
+    one = train_bn_loop(None, rows, batch, epochs)
+    for name in one:  # params and state, after every step: the same bits on every rank
+        for r in range(1, ranks):
+            np.testing.assert_array_equal(got[r][name], got[0][name], err_msg=f"{name} rank {r}")
+    for name in ("sync_params", "sync_state"):  # the global batch's statistics: one process
+        np.testing.assert_allclose(got[0][name], one[name], rtol=1e-10, atol=0, err_msg=name)
+    # per-rank statistics (and per-rank Dropout masks): not the one-process run, but after
+    # the first step the running mean (state[:8]) is, being linear in the batch means
+    np.testing.assert_allclose(got[0]["per_rank_state"][0, :8], one["per_rank_state"][0, :8],
+                               rtol=1e-10, atol=0)
+    assert not np.allclose(got[0]["per_rank_params"][-1], one["per_rank_params"][-1], rtol=1e-3)
+
+
 @pytest.fixture(scope="module")
 def checks(mpiexec, tmp_path_factory):
     """helpers/mpi_programs.py checks on 3 ranks: {check name: [result of rank 0, 1, 2]}."""
@@ -323,6 +341,19 @@ def test_wrong_comm_objects_under_mpi(checks, name, got):
     assert e["message"].startswith("comm must be an mpi4py intracommunicator such as "
                                    "MPI.COMM_WORLD")
     assert got in e["message"]
+
+
+def test_data_parallel_gives_each_rank_its_key_and_agrees_on_state(checks):
+    for r, got in enumerate(checks["check_key_per_rank"]):
+        assert got["key"] == got["want"]  # fold_in(key, rank)
+        assert got["state_in"] == -1
+        assert got["state_out"] == 3  # counters (non-float leaves) are rank 0's: 7 = 3+2+2
+    assert len({tuple(g["key"]) for g in checks["check_key_per_rank"]}) == 3
+
+
+def test_allreduce_state_weights_floats_by_rows_and_takes_rank_0s_counters(checks):
+    got = same_on_every_rank(checks["check_allreduce_state"])  # rank r: mean r on 1, 0, 2 rows
+    assert got == {"mean": [4 / 3, 4 / 3], "count": 10, "relu": {}, "keys": ["mean", "count"]}
 
 
 def test_allreduce_grads_names_a_leaf_that_is_not_float(checks):

@@ -1,6 +1,7 @@
 """Programs that tests/test_distributed.py runs under ``mpiexec -n N``.
 
     python mpi_programs.py train ROWS BATCH EPOCHS OUT   # the hand-written loop
+    python mpi_programs.py train_bn ROWS BATCH EPOCHS OUT   # with BatchNorm state and Dropout
     python mpi_programs.py checks OUT                     # one result per check
 
 Each rank writes ``OUT/<program>-rank<r>.npz`` (train) or ``.json`` (checks); the test
@@ -68,6 +69,35 @@ def train_loop(comm, rows: int, batch: int, epochs: int) -> dict:
         out[f"{name}_params"] = np.array(flat)
         out[f"{name}_loss"] = np.array(losses)
         out[f"{name}_val"] = np.array(val)
+    return out
+
+
+def train_bn_loop(comm, rows: int, batch: int, epochs: int) -> dict:
+    """The loop with model state, float64, twice: BatchNorm(sync=comm) (the global batch's
+    statistics: the one-process run) and per-rank BatchNorm followed by Dropout (a key per
+    step). Returns the flat params and state after every step of both."""
+    x, y, _, _ = problem(rows)
+    out: dict = {}
+    for name, sync, rate in (("sync", comm, 0.0), ("per_rank", None, 0.25)):
+        # (no bias straight before BatchNorm: its true gradient is 0, and Adam would blow
+        # the rounding noise in it up into steps of lr that differ from run to run)
+        model = fn.serial(fn.Linear(3, 8, dtype=np.float64), fn.Tanh(),
+                          fn.layers.BatchNorm(8, dtype=np.float64, sync=sync),
+                          fn.layers.Dropout(rate), fn.Linear(8, 1, dtype=np.float64))
+        params, state = model.init(0), model.init_state()
+        opt = fn.optim.adam(0.01)
+        opt_state = opt.init(params)
+        step = dist.data_parallel(fn.value_and_grad(model, fn.losses.mse), comm)
+        flat_params, flat_state = [], []
+        for epoch in range(epochs):
+            for i, (xb, yb) in enumerate(fn.data.batches(x, y, batch, key=epoch)):
+                key = fn.random.fold_in(epoch, i)
+                loss, grads, state = step(params, xb, yb, key=key, state=state)
+                params, opt_state = opt.update(grads, opt_state, params)
+                flat_params.append(np.concatenate([np.ravel(p) for p in fn.tree.leaves(params)]))
+                flat_state.append(np.concatenate([np.ravel(v).astype(np.float64)
+                                                  for v in fn.tree.leaves(state)]))
+        out[f"{name}_params"], out[f"{name}_state"] = np.array(flat_params), np.array(flat_state)
     return out
 
 
@@ -218,6 +248,32 @@ def check_allreduce_int_leaf(comm):
     return error(lambda: dist.allreduce_grads(grads, 1, comm.size, comm))
 
 
+def check_key_per_rank(comm):
+    """data_parallel hands f the rank's own key, fold_in(key, rank), and state through."""
+    seen = {}
+
+    def f(params, x, y, *, key=None, state=None):
+        seen["key"], seen["state"] = key.tolist(), state
+        return 0.0, fn.tree.map(np.zeros_like, params), {"count": np.array(len(x))}
+
+    params = {"w": np.zeros(2)}
+    _, _, state = dist.data_parallel(f, comm)(params, np.zeros((7, 1)), np.zeros((7, 1)), key=5,
+                                               state={"count": np.array(-1)})
+    return {"key": seen["key"], "want": fn.random.fold_in(5, comm.rank).tolist(),
+            "state_in": seen["state"]["count"].tolist(), "state_out": state["count"].tolist()}
+
+
+def check_allreduce_state(comm):
+    rows = [1, 0, 2][comm.rank]  # 3 ranks
+    state = {"bn": {"mean": np.full(2, float(comm.rank)), "count": np.array(10 + comm.rank)},
+             "relu": {}}
+    if rows == 0:
+        state["bn"]["mean"][:] = np.nan  # a rank without rows: its floats count for nothing
+    got = dist.allreduce_state(state, rows, 3, comm)
+    return {"mean": got["bn"]["mean"].tolist(), "count": got["bn"]["count"].tolist(),
+            "relu": got["relu"], "keys": list(got["bn"])}
+
+
 def check_comm_self(comm):
     """COMM_SELF, a world of one rank: everything is what it is without MPI."""
     from mpi4py import MPI
@@ -236,7 +292,8 @@ CHECKS = [check_data_same, check_data_differs, check_args_differ, check_params_e
           check_broadcast, check_broadcast_key_order, check_broadcast_structure,
           check_broadcast_mixed, check_allreduce_mixed, check_allreduce_zero_rows,
           check_allreduce_int_leaf, check_allreduce_mean, check_on_root_writes,
-          check_on_root_fails, check_rank_key, check_shards, check_wrong_comms, check_comm_self]
+          check_on_root_fails, check_rank_key, check_shards, check_wrong_comms,
+          check_key_per_rank, check_allreduce_state, check_comm_self]
 
 
 def main() -> int:
@@ -246,9 +303,10 @@ def main() -> int:
 
     comm = MPI.COMM_WORLD
     program, out = sys.argv[1], pathlib.Path(sys.argv[-1])
-    if program == "train":
+    if program in ("train", "train_bn"):
         rows, batch, epochs = map(int, sys.argv[2:5])
-        np.savez(out / f"train-rank{comm.rank}.npz", **train_loop(comm, rows, batch, epochs))
+        loop = train_loop if program == "train" else train_bn_loop
+        np.savez(out / f"{program}-rank{comm.rank}.npz", **loop(comm, rows, batch, epochs))
     elif program == "checks":
         results = {}
         for check in CHECKS:
