@@ -5,7 +5,7 @@ what a user gets: the exit code, the printed metric, a checkpoint that loads int
 model's structure and holds the best params, metrics.json, and the PNGs (when
 matplotlib is installed). The airfoil runs read the file that tests/helpers/airfoil_data.py
 finds (``$FUNCNN_DATA_DIR``, the loader's cache, or ``../shared/data``) and are skipped
-when there is none.
+when there is none; the digits runs need no file (the data is in the package).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from helpers.airfoil_data import AIRFOIL, AVAILABLE, MISSING
 
 import funcnn as fn
 from funcnn import examples
-from funcnn.examples import airfoil, plots, sine, xor
+from funcnn.examples import airfoil, digits, plots, sine, xor
 from funcnn.examples.__main__ import main
 from funcnn.testing import check_loss_grads
 
@@ -41,7 +41,10 @@ MODELS = {
     "sine-resnet": sine.resnet,
     "airfoil": airfoil.seed_model,
     "airfoil-better": airfoil.better_model,
+    "digits": digits.cnn,
 }
+PNGS = {"digits": ("loss.png", "confusion.png", "misclassified.png")}  # others: PNGS_DEFAULT
+PNGS_DEFAULT = ("predictions.png", "loss.png")
 CASES = [
     pytest.param("xor", [], "XOR Predictions after training", id="xor"),
     pytest.param("sine-mlp", [], "best validation MSE", id="sine-mlp"),
@@ -50,6 +53,7 @@ CASES = [
                  id="airfoil-tutorial", marks=needs_airfoil),
     pytest.param("airfoil", ["--data", str(AIRFOIL), "--recipe", "better"],
                  "test RMSE of the best model", id="airfoil-better", marks=needs_airfoil),
+    pytest.param("digits", [], "test accuracy of the best model by validation loss", id="digits"),
 ]
 
 
@@ -66,11 +70,11 @@ def _model_key(name: str, extra: list[str]) -> str:
     return "airfoil-better" if "better" in extra else name
 
 
-def _check_outputs(folder: Path, model: fn.Layer) -> dict:
+def _check_outputs(folder: Path, model: fn.Layer, pngs=PNGS_DEFAULT) -> dict:
     params = fn.load(folder / "best.ckpt", like=model.init(0))  # raises unless structures match
     assert fn.tree.size(params) == fn.tree.size(model.init(0))
     metrics = json.loads((folder / "metrics.json").read_text())
-    pngs = [folder / "predictions.png", folder / "loss.png"]
+    pngs = [folder / name for name in pngs]
     if plots.available():
         for png in pngs:
             assert png.read_bytes()[:8] == PNG_MAGIC, png
@@ -92,7 +96,7 @@ def test_cli_runs_each_example(tmp_path, name, extra, expected):
     if name != "xor":
         assert "epoch 2/2" in proc.stdout  # fit's progress, one line per epoch
         assert "\r" not in proc.stdout  # no bar redraws when the output is not a terminal
-    metrics = _check_outputs(out, MODELS[_model_key(name, extra)]())
+    metrics = _check_outputs(out, MODELS[_model_key(name, extra)](), PNGS.get(name, PNGS_DEFAULT))
     assert metrics["epochs_run"] == 2
 
 
@@ -290,6 +294,97 @@ def test_airfoil_tutorial_recipe_uses_the_tutorials_settings(tmp_path):
     assert fn.tree.size(result.fit.params) == fn.tree.size(airfoil.seed_model().init(0))
     assert math.isfinite(result.metrics["test_rmse_db"])
     assert result.metrics["baseline_test_rmse_db"] > 5.0
+
+
+def _digits_run(tmp_path, **options):
+    out = io.StringIO()
+    options = {"epochs": 2, "seed": 0, "out": tmp_path, "progress": "silent", "plots": False,
+               "stream": out, **options}
+    return examples.run("digits", **options), out.getvalue()
+
+
+def test_digits_checkpoint_and_state_reproduce_the_printed_test_accuracy(tmp_path):
+    result, text = _digits_run(tmp_path, epochs=3, seed=1)
+    model = digits.cnn()
+    params = fn.load(tmp_path / "best.ckpt", like=model.init(0))
+    state = fn.load(tmp_path / "best.state.ckpt", like=model.init_state())
+    best = result.fit.best[0]
+    assert best.loss == min(result.fit.history["val_loss"])  # the best by validation loss
+    assert int(state["1"]["num_batches_tracked"]) == 34 * best.epoch  # 1085 images in 34 batches
+    x_test, y_test = fn.datasets.digits("test")
+    logits, _ = model.apply(params, x_test, state=state)  # evaluation mode
+    predicted = logits.argmax(axis=-1)
+    correct = int(np.sum(predicted == y_test))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test_accuracy"] == correct / 355 == result.metrics["test_accuracy"]
+    assert f"(epoch {best.epoch}): {100 * correct / 355:.2f}% ({correct}/355;" in text
+    assert metrics["split"] == {"train": 1085, "val": 357, "test": 355}
+    assert "fixed split 1085/357/355 (train/val/test)" in text
+    counts = np.array(metrics["confusion"])
+    assert counts.sum() == 355 and np.trace(counts) == correct
+    assert np.array_equal(counts.sum(axis=1), np.bincount(y_test, minlength=10))
+    wrong = metrics["misclassified"]
+    assert [w["test_index"] for w in wrong] == np.flatnonzero(predicted != y_test).tolist()
+    assert all(w["predicted"] == predicted[w["test_index"]] != w["label"] for w in wrong)
+    curves = metrics["accuracy_per_epoch"]
+    assert len(curves["train"]) == len(curves["validation"]) == 3
+    assert curves["validation"][best.epoch - 1] == metrics["val_accuracy"]
+    assert [k["epoch"] for k in metrics["best_k"]] == [m.epoch for m in result.fit.best]
+
+
+def test_digits_same_seed_same_result_different_seed_different(tmp_path):
+    runs = [_digits_run(tmp_path / str(i), seed=s)[0] for i, s in enumerate([5, 5, 6])]
+    assert fn.tree.equal(runs[0].fit.params, runs[1].fit.params)
+    assert fn.tree.equal(runs[0].fit.state, runs[1].fit.state)
+    assert runs[0].metrics["test_accuracy"] == runs[1].metrics["test_accuracy"]
+    assert not fn.tree.equal(runs[0].fit.params, runs[2].fit.params)
+
+
+def test_digits_default_recipe_learns_quickly(tmp_path):
+    """The recipe (schedule squeezed into 6 epochs) already gets most digits right; a
+    broken layer, loss, split or lr schedule would not."""
+    result, _ = _digits_run(tmp_path, epochs=6)
+    history = result.fit.history
+    assert history["val_loss"][-1] < 0.2 < history["train_loss"][0]
+    assert result.metrics["val_accuracy"] >= 0.95
+    assert result.metrics["test_accuracy"] >= 0.95
+
+
+def test_digits_plots_show_the_run(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    result, text = _digits_run(tmp_path, plots=True)
+    assert set(result.files) == {"checkpoint", "metrics", "state", "loss", "confusion",
+                                 "misclassified"}
+    for name in ("loss", "confusion", "misclassified"):
+        assert f"  {name}: {result.files[name]}" in text
+        image = imread(result.files[name])  # a PNG that decodes, not an empty canvas
+        assert image.ndim == 3 and min(image.shape[:2]) > 100
+        assert image[..., :3].std() > 0.05
+
+
+@pytest.mark.parametrize(("dtype", "rel"), [(np.float64, 1e-12), (np.float32, 1e-4)],
+                         ids=["float64", "float32"])
+def test_digits_torch_twin_is_the_same_computation(dtype, rel):
+    """benchmarks/quality/digits_twin.py (docs/quality.md's twin) runs funcnn's algorithm:
+    from the same init, on the same batches with the same dropout masks, its float64
+    validation loss after an epoch equals funcnn's to rounding."""
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(REPO / "benchmarks" / "quality"))
+    try:
+        import digits_twin
+    finally:
+        sys.path.pop(0)
+    theirs = digits_twin.train(seed=3, epochs=1, dtype=dtype)["val_loss_per_epoch"]
+    model = digits.cnn(dtype=dtype)
+    init_key, fit_key = fn.random.split(3)
+    train = fn.datasets.digits("train", dtype=dtype)
+    ours = fn.fit(model, fn.losses.softmax_cross_entropy, digits.optimizer(1, 34),
+                  model.init(init_key), train, val=fn.datasets.digits("val", dtype=dtype), epochs=1,
+                  batch_size=32, key=fit_key, state=model.init_state(),
+                  progress="silent").history["val_loss"]
+    assert ours[0] == pytest.approx(theirs[0], rel=rel)
 
 
 def test_ctrl_c_keeps_the_best_model_so_far(tmp_path, monkeypatch, capsys):

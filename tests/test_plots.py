@@ -88,3 +88,51 @@ def test_moving_average_is_a_centred_geometric_mean_shorter_at_the_ends_without_
     np.testing.assert_allclose(with_zero, [1.0, 2.0, 3.0])
     assert np.isnan(plots._moving_average(np.array([np.nan, np.nan]), 3)).all()
     assert [plots._smoothing_window(n) for n in (1, 200, 201, 1000, 10000)] == [1, 1, 5, 21, 201]
+
+
+def test_loss_and_accuracy_draws_the_loss_beside_the_accuracy_in_percent(tmp_path, drawn):
+    history = {"train_loss": np.array([2.0, 0.5, 0.2]), "val_loss": np.array([1.0, 0.4, 0.3])}
+    accuracy = {"train": [0.5, 0.9, 0.97], "validation": [0.6, 0.88, 0.95]}
+    plots.loss_and_accuracy(tmp_path / "loss.png", history, accuracy, best_epoch=3,
+                            ylabel="softmax cross-entropy", title="digits")
+    left, right = drawn[0].axes
+    assert left.get_ylabel() == "softmax cross-entropy" and left.get_yscale() == "log"
+    np.testing.assert_array_equal(left.get_lines()[1].get_ydata(), history["val_loss"])
+    train, val, best = right.get_lines()
+    np.testing.assert_allclose(train.get_ydata(), [50.0, 90.0, 97.0])
+    np.testing.assert_allclose(val.get_ydata(), [60.0, 88.0, 95.0])
+    np.testing.assert_array_equal(val.get_xdata(), [1, 2, 3])  # epochs count from 1
+    assert best.get_label() == "best model (epoch 3)" and list(best.get_xdata()) == [3, 3]
+    assert right.get_ylabel() == "accuracy (%)" and right.get_ylim()[1] > 100
+    assert drawn[0].get_suptitle() == "digits"
+
+
+def test_confusion_matrix_writes_every_nonzero_count_in_its_cell(tmp_path, drawn):
+    counts = np.diag([30, 31, 32])
+    counts[2, 0] = 4  # four 2s taken for 0s
+    plots.confusion_matrix(tmp_path / "c.png", counts, title="test")
+    ax = drawn[0].axes[0]
+    np.testing.assert_array_equal(ax.images[0].get_array(), counts)
+    cells = {(int(t.get_position()[1]), int(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert cells == {(0, 0): "30", (1, 1): "31", (2, 2): "32", (2, 0): "4"}
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted digit", "true digit")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("n", [0, 3, plots.MAX_SHOWN + 5])
+def test_misclassified_digits_shows_each_image_with_its_labels(tmp_path, drawn, n):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (n, 8, 8))
+    labels, predicted = list(range(n)), [(i + 1) % 10 for i in range(n)]
+    plots.misclassified_digits(tmp_path / "m.png", images, labels, predicted, total=355)
+    fig = drawn[0]
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == min(n, plots.MAX_SHOWN)
+    for i, ax in enumerate(shown):
+        np.testing.assert_array_equal(ax.images[0].get_array(), images[i])
+        assert ax.get_title() == f"true {labels[i]}, predicted {predicted[i]}"
+    more = f" (the first {plots.MAX_SHOWN})" if n > plots.MAX_SHOWN else ""
+    assert fig.get_suptitle() == f"Misclassified test digits: {n} of 355{more}"
+    if n == 0:
+        (text,) = fig.axes[0].texts
+        assert text.get_text() == "every test digit is classified correctly"

@@ -6,6 +6,7 @@ From a shell (``--help`` lists the options of each)::
     python -m funcnn.examples sine-mlp --epochs 200 --out runs/mlp
     python -m funcnn.examples sine-resnet --seed 1
     python -m funcnn.examples airfoil --recipe better --data airfoil_self_noise.dat
+    python -m funcnn.examples digits --epochs 60
 
 or from Python, with the same options as keyword arguments::
 
@@ -14,13 +15,16 @@ or from Python, with the same options as keyword arguments::
     outcome.metrics["val_mse"], outcome.files["checkpoint"]
 
 Each run trains the tutorial's model with the tutorial's hyperparameters (unless told
-otherwise), shows fit's progress, prints the final metrics, and writes into the output
+otherwise; ``digits``, a small CNN on the UCI 8x8 digits shipped with funcnn, is not the
+tutorial's), shows fit's progress, prints the final metrics, and writes into the output
 folder (default ``runs/<example>``):
 
-- ``best.ckpt``: the best params (``fn.load(path, like=model.init(0))`` reads them);
+- ``best.ckpt``: the best params (``fn.load(path, like=model.init(0))`` reads them),
+  and ``best.state.ckpt`` beside it for a model with state (BatchNorm statistics);
 - ``metrics.json``: the printed numbers and the settings that produced them;
-- ``predictions.png`` and ``loss.png``, when matplotlib is installed
-  (``pip install 'funcnn[plot]'``); without it the example says so and still trains.
+- ``predictions.png`` and ``loss.png`` (digits: ``loss.png``, ``confusion.png`` and
+  ``misclassified.png``), when matplotlib is installed (``pip install 'funcnn[plot]'``);
+  without it the example says so and still trains.
 
 Ctrl-C stops training early and still writes the best model seen so far.
 """
@@ -37,10 +41,11 @@ import numpy as np
 
 from funcnn.checkpoint import save
 from funcnn.train import FitResult
-from funcnn.types import Params
+from funcnn.types import Params, State
 
-NAMES = ("xor", "sine-mlp", "sine-resnet", "airfoil")
+NAMES = ("xor", "sine-mlp", "sine-resnet", "airfoil", "digits")
 CHECKPOINT = "best.ckpt"
+STATE_CHECKPOINT = "best.state.ckpt"
 METRICS = "metrics.json"
 PREDICTIONS_PNG = "predictions.png"
 LOSS_PNG = "loss.png"
@@ -80,6 +85,10 @@ def run(name: str, **options: Any) -> ExampleResult:
         from funcnn.examples import airfoil
 
         return airfoil.run(**options)
+    if name == "digits":
+        from funcnn.examples import digits
+
+        return digits.run(**options)
     raise ValueError(f"unknown example {name!r}; choose one of {', '.join(NAMES)}")
 
 
@@ -93,15 +102,21 @@ def output_folder(out: str | os.PathLike | None, name: str) -> Path:
     return folder
 
 
-def write_results(folder: Path, params: Params, metrics: dict[str, Any]) -> dict[str, Path]:
-    """Save the best params to ``best.ckpt`` and the metrics to ``metrics.json``."""
+def write_results(folder: Path, params: Params, metrics: dict[str, Any],
+                  state: State | None = None) -> dict[str, Path]:
+    """Save the best params to ``best.ckpt``, the metrics to ``metrics.json`` and, for a
+    model with state (``state`` not empty), the state to ``best.state.ckpt``."""
     checkpoint = folder / CHECKPOINT
     save(checkpoint, params)
     metrics_path = folder / METRICS
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
              for k, v in metrics.items()}
     metrics_path.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
-    return {"checkpoint": checkpoint, "metrics": metrics_path}
+    files = {"checkpoint": checkpoint, "metrics": metrics_path}
+    if state:
+        files["state"] = folder / STATE_CHECKPOINT
+        save(files["state"], state)
+    return files
 
 
 def say(stream: TextIO, text: str) -> None:

@@ -222,10 +222,7 @@ def run(*, recipe: str = "tutorial", data=None, epochs: int | None = None, seed:
                 f"{best.epoch}): {test_rmse[0]:.3f} dB  (val {metrics['val_rmse_db']:.3f} dB, "
                 f"train {metrics['train_rmse_db']:.3f} dB; predicting the training mean: "
                 f"{metrics['baseline_test_rmse_db']:.3f} dB)")
-    files = write_results(folder, best.params, metrics)
-    if best.state:
-        files["state"] = folder / "best.state.ckpt"
-        fn.save(files["state"], best.state)
+    files = write_results(folder, best.params, metrics, best.state)
     if enc.stats is not None:
         files["standardizer"] = folder / STANDARDIZER
         fn.save(files["standardizer"], enc.stats)

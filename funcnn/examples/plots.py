@@ -121,13 +121,19 @@ def loss_curves(path: Path, history: dict[str, Any], *, best_epoch: int | None =
     Over :data:`SMOOTH_FROM` epochs the raw curves are drawn thin and faint, with a
     moving average over about 2% of the run on top (a geometric mean: an average on
     the log scale of the plot), so a long, noisy run reads as a trend rather than a
-    band. ``best_epoch`` (0-based) marks the best model with a dotted line.
+    band. ``best_epoch`` (counted from 1) marks the best model with a dotted line.
     """
+    fig, ax = _figure()
+    _loss_panel(ax, history, best_epoch, ylabel, title)
+    return _save(fig, path)
+
+
+def _loss_panel(ax, history: dict[str, Any], best_epoch: int | None, ylabel: str,
+                title: str) -> None:
     train = np.asarray(history["train_loss"], np.float64)
     val = np.asarray(history["val_loss"], np.float64)
     epochs = np.arange(1, len(train) + 1)
     window = _smoothing_window(len(train))
-    fig, ax = _figure()
     curves = [("train", "mean over the epoch's batches", train, "tab:blue")]
     if np.any(np.isfinite(val)):
         curves.append(("validation", "after the epoch", val, "tab:orange"))
@@ -146,7 +152,93 @@ def loss_curves(path: Path, history: dict[str, Any], *, best_epoch: int | None =
     if positive.size and math.isfinite(float(positive.max())):
         ax.set_yscale("log")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    _integer_ticks(ax.xaxis)
     ax.legend()
+
+
+def _integer_ticks(axis) -> None:
+    """Ticks at whole numbers only (epochs: no 1.5)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def loss_and_accuracy(path: Path, history: dict[str, Any], accuracy: dict[str, Sequence[float]],
+                      *, best_epoch: int, ylabel: str = "loss", title: str = "") -> Path:
+    """Two panels side by side: the loss per epoch (as :func:`loss_curves`) and the
+    accuracy per epoch, ``accuracy = {"train": [...], "validation": [...]}`` as fractions
+    (one value per epoch, from epoch 1), drawn in percent."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 5), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    _loss_panel(left, history, best_epoch, ylabel, "loss per epoch")
+    colors = {"train": "tab:blue", "validation": "tab:orange"}
+    lowest = 100.0
+    for name, values in accuracy.items():
+        percent = 100.0 * np.asarray(values, np.float64)
+        epochs = np.arange(1, len(percent) + 1)
+        right.plot(epochs, percent, color=colors.get(name),
+                   marker="." if len(percent) < 30 else None,
+                   label=f"{name} (evaluation mode, after the epoch)")
+        lowest = min(lowest, float(percent.min()))
+    right.axvline(best_epoch, color="gray", linestyle=":", label=f"best model (epoch {best_epoch})")
+    right.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy per epoch",
+              ylim=(max(0.0, lowest - 2.0), 100.5))
+    _integer_ticks(right.xaxis)
+    right.legend(loc="lower right")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def confusion_matrix(path: Path, counts: np.ndarray, *, title: str = "Confusion matrix") -> Path:
+    """``counts[true, predicted]`` as a heat map with every non-zero count written in its
+    cell; the diagonal holds the right answers, everything off it is a mistake."""
+    counts = np.asarray(counts)
+    classes = len(counts)
+    fig, ax = _figure(figsize=(7, 6.2))
+    image = ax.imshow(counts, cmap="Blues", vmin=0)
+    fig.colorbar(image, ax=ax, label="images", shrink=0.8)
+    threshold = counts.max() / 2 if counts.size else 0
+    for (true, predicted), count in np.ndenumerate(counts):
+        if count:
+            ax.text(predicted, true, str(count), ha="center", va="center", fontsize=9,
+                    color="white" if count > threshold else "black",
+                    fontweight="normal" if true == predicted else "bold")
+    ticks = np.arange(classes)
+    ax.set(xticks=ticks, yticks=ticks, xlabel="predicted digit", ylabel="true digit", title=title)
+    return _save(fig, path)
+
+
+MAX_SHOWN = 48
+""":func:`misclassified_digits` draws at most this many images."""
+
+
+def misclassified_digits(path: Path, images: np.ndarray, labels: Sequence[int],
+                         predicted: Sequence[int], *, total: int,
+                         title: str = "Misclassified test digits") -> Path:
+    """A grid of the misclassified images ``(n, H, W)``, each titled with its true and
+    predicted label; the first :data:`MAX_SHOWN` when there are more. ``total`` is the
+    number of test images (for the title)."""
+    from matplotlib.figure import Figure
+
+    shown = min(len(images), MAX_SHOWN)
+    columns = min(max(shown, 1), 8)
+    rows = max(1, math.ceil(shown / columns))
+    size = (1.45 * columns + 0.6, 1.6 * rows + 0.9) if shown else (6.0, 2.0)  # room for the text
+    fig = Figure(figsize=size, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, image, label, guess in zip(axes, images[:shown], labels, predicted):
+        ax.imshow(image, cmap="gray_r", vmin=0, vmax=max(1.0, float(np.max(images))))
+        ax.set_title(f"true {label}, predicted {guess}", fontsize=9)
+    if not len(images):
+        axes[0].text(0.5, 0.5, "every test digit is classified correctly", ha="center",
+                     va="center", transform=axes[0].transAxes)
+    more = f" (the first {shown})" if shown < len(images) else ""
+    fig.suptitle(f"{title}: {len(images)} of {total}{more}")
     return _save(fig, path)
 
 
