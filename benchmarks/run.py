@@ -2,9 +2,9 @@
 
     python -m benchmarks.run                 # everything (a few minutes on 2 cores)
     python -m benchmarks.run --quick         # ~1 minute smoke run (CI uses this)
-    python -m benchmarks.run --only T1,T4    # some sections: T1 T2 T3 T4 memory scaling
+    python -m benchmarks.run --only T1,T4    # some sections: T1 T2 T3 T4 T5 T6 memory scaling
     python -m benchmarks.run --out /tmp/b    # write the results somewhere else
-    python -m benchmarks.run --before d0fb894  # add that revision's funcnn to T1-T4
+    python -m benchmarks.run --before d0fb894  # add that revision's funcnn to T1-T6
 
 Rivals that are not installed (torch, jax, matplotlib, threadpoolctl) are skipped with
 a note. No figure here is ever asserted: these are measurements, not tests.
@@ -30,20 +30,31 @@ from benchmarks import before as before_lib
 from benchmarks import harness, report
 from benchmarks import workloads as W
 
-SECTIONS = ("T1", "T2", "T3", "T4", "memory", "scaling")
+WORKLOADS = ("T1", "T2", "T3", "T4", "T5", "T6")
+SECTIONS = (*WORKLOADS, "memory", "scaling")
+STEP_MEMORY = ("T6",)  # sections that also measure a funcnn step's memory (T4's: "memory")
 
-# Budgets. "block" is the wall time of one implementation's turn in a round.
+# Budgets. "block" is the wall time of one implementation's turn in a round; "sections"
+# override them for some workloads (T4, T6 take tens of ms a step), "samples" shrinks a
+# workload's data set (None: its own size).
 FULL = {
-    "rounds": 25, "block_seconds": 0.1, "warmup_seconds": 0.3, "epoch_rounds": 11,
-    "t4_rounds": 9, "t4_block_seconds": 0.3, "t4_epoch_rounds": 5, "t4_samples": None,
+    "rounds": 25, "block_seconds": 0.1, "warmup_seconds": 0.3, "epoch_rounds": 11, "samples": None,
+    "sections": {
+        "T4": {"rounds": 9, "block_seconds": 0.3, "epoch_rounds": 5},
+        "T6": {"rounds": 9, "block_seconds": 0.3, "epoch_rounds": 3},
+    },
     "check_steps": 5,
     "scaling_batches": [16, 32, 64, 128, 256, 512, 1024, 2048],
     "scaling_widths": [16, 32, 64, 128, 256, 512, 1024, 2048],
     "scaling_rounds": 5, "scaling_block_seconds": 0.1, "scaling_rivals": True,
 }
 QUICK = {
-    "rounds": 3, "block_seconds": 0.02, "warmup_seconds": 0.05, "epoch_rounds": 2,
-    "t4_rounds": 2, "t4_block_seconds": 0.05, "t4_epoch_rounds": 1, "t4_samples": 1024,
+    "rounds": 3, "block_seconds": 0.02, "warmup_seconds": 0.05, "epoch_rounds": 2, "samples": None,
+    "sections": {
+        "T4": {"rounds": 2, "block_seconds": 0.05, "epoch_rounds": 1, "samples": 1024},
+        "T5": {"samples": 256},
+        "T6": {"rounds": 1, "block_seconds": 0.05, "epoch_rounds": 1, "samples": 256},
+    },
     "check_steps": 3,
     "scaling_batches": [16, 128], "scaling_widths": [16, 256],
     "scaling_rounds": 2, "scaling_block_seconds": 0.02, "scaling_rivals": False,
@@ -53,14 +64,15 @@ QUICK = {
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a ~1 minute smoke run (few rounds, small T4)")
+    p.add_argument("--quick", action="store_true",
+                   help="a ~1 minute smoke run (few rounds, small T4-T6 data sets)")
     p.add_argument("--only", default=",".join(SECTIONS),
                    help=f"comma-separated sections out of {','.join(SECTIONS)} (default: all)")
     p.add_argument("--threads", type=int, default=None,
                    help="limit BLAS/OpenMP (threadpoolctl), torch and XLA to this many threads "
                         "(default: each library's own default); e.g. 1 on a loaded machine")
     p.add_argument("--before", metavar="REV", default=None,
-                   help="also time funcnn as of git revision REV (e.g. a commit) in T1-T4, "
+                   help="also time funcnn as of git revision REV (e.g. a commit) in T1-T6, "
                         "interleaved with this checkout's funcnn (default: no such row)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent),
                    help="directory for RESULTS.md, results.json, scaling.png (default: benchmarks/)")
@@ -100,26 +112,29 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def make_impls(wl, x, y, params0, linears, rivals, *, with_floor: bool, with_seed: bool = True,
+def make_impls(wl, x, y, params0, weights, rivals, *, with_floor: bool, with_seed: bool = True,
                with_scan: bool = True, with_fused: bool = False, with_user_layer: bool = False,
                before: before_lib.Before | None = None):
     impls, notes = [W.funcnn_impl(wl, x, y, params0), W.funcnn_impl(wl, x, y, params0, donate=True)], []
     if before is not None:
-        impls.append(W.funcnn_before_impl(wl, x, y, params0, before))
+        if W.is_cnn(wl.spec) and not hasattr(before.fn.layers, "Conv2d"):
+            notes.append(f"funcnn of commit {before.rev} has no Conv2d: its row is skipped")
+        else:
+            impls.append(W.funcnn_before_impl(wl, x, y, params0, before))
     if with_user_layer:
         impls.append(W.funcnn_user_layer_impl(wl, x, y, params0))
     if with_seed:
-        impls.append(W.seed_impl(wl, x, y, linears))
+        impls.append(W.seed_impl(wl, x, y, weights))
     if rivals.get("torch"):
-        impls.append(W.torch_impl(wl, x, y, linears))
+        impls.append(W.torch_impl(wl, x, y, weights))
         if with_fused:
-            impls.append(W.torch_impl(wl, x, y, linears, fused=True))
+            impls.append(W.torch_impl(wl, x, y, weights, fused=True))
     else:
         notes.append("torch not installed: its rows are skipped")
     if rivals.get("jax"):
-        impls.append(W.jax_impl(wl, x, y, linears))
+        impls.append(W.jax_impl(wl, x, y, weights))
         if with_scan:
-            impls.append(W.jax_scan_impl(wl, x, y, linears))
+            impls.append(W.jax_scan_impl(wl, x, y, weights))
     else:
         notes.append("jax not installed: its rows are skipped")
     if with_floor:
@@ -134,14 +149,21 @@ def batches_for(wl, x, y):
             for s in range(0, x.shape[0] - wl.batch + 1, wl.batch)]
 
 
+def budget(cfg, key: str) -> dict:
+    """The rounds, block seconds, epoch rounds and samples of workload ``key``."""
+    default = {name: cfg[name] for name in ("rounds", "block_seconds", "epoch_rounds", "samples")}
+    return {**default, **cfg["sections"].get(key, {})}
+
+
 def run_workload(wl, cfg, rivals, rng, before=None):
-    t4 = wl.key == "T4"
-    if t4:
-        wl.n_samples = cfg["t4_samples"]
+    small, cnn = wl.key in report.SMALL_MLPS, W.is_cnn(wl.spec)
+    plan = budget(cfg, wl.key)
+    wl.n_samples = plan["samples"]
     x, y, data_desc = wl.data()
-    params0, linears = W.initial_params(wl)
-    impls, notes = make_impls(wl, x, y, params0, linears, rivals, with_floor=t4, with_fused=t4,
-                              with_user_layer=not t4, before=before)
+    params0, weights = W.initial_params(wl)
+    impls, notes = make_impls(wl, x, y, params0, weights, rivals, with_floor=not small,
+                              with_seed=not cnn, with_scan=not cnn, with_fused=wl.key == "T4",
+                              with_user_layer=small, before=before)
     raw = batches_for(wl, x, y)
     runners = [harness.Runner(im, [im.convert(xb, yb) for xb, yb in raw]) for im in impls]
 
@@ -158,11 +180,9 @@ def run_workload(wl, cfg, rivals, rng, before=None):
         check[r.name] = losses
 
     with harness.LoadMeter() as load:
-        harness.time_steps(
-            runners, rounds=cfg["t4_rounds" if t4 else "rounds"],
-            block_seconds=cfg["t4_block_seconds" if t4 else "block_seconds"],
-            warmup_seconds=cfg["warmup_seconds"], rng=rng)
-        harness.time_epochs(runners, rounds=cfg["t4_epoch_rounds" if t4 else "epoch_rounds"], rng=rng)
+        harness.time_steps(runners, rounds=plan["rounds"], block_seconds=plan["block_seconds"],
+                           warmup_seconds=cfg["warmup_seconds"], rng=rng)
+        harness.time_epochs(runners, rounds=plan["epoch_rounds"], rng=rng)
     rows = []
     for r in runners:
         rows.append({
@@ -170,19 +190,20 @@ def run_workload(wl, cfg, rivals, rng, before=None):
             "step": harness.summarize(r.step_ns), "epoch": harness.summarize(r.epoch_ns),
         })
     return {
-        "key": wl.key, "title": wl.title, "layers": wl.widths_desc, "n_params": W.n_params(wl.spec),
+        "key": wl.key, "title": wl.title, "layers": wl.desc, "n_params": W.n_params(wl.spec),
         "loss": wl.loss, "lr": wl.lr, "weight_decay": wl.weight_decay, "batch": wl.batch,
         "data": data_desc, "n_samples": int(x.shape[0]),
         "n_batches": W.n_batches(x.shape[0], wl.batch), "rows": rows, "check": check,
         "notes": notes, "other_load_cores": load.others,
-        "gemm_gflop_per_step": W.gemm_flops(wl) * 1e-9 if t4 else None,
+        "gemm_gflop_per_step": None if small else W.gemm_flops(wl) * 1e-9,
+        "memory": measure_memory(wl.key) if wl.key in STEP_MEMORY else None,
     }
 
 
 def run_workloads(only, cfg, rivals, rng, before) -> list[dict]:
-    """The results of the sections T1-T4 that are in ``only``."""
+    """The results of the sections T1-T6 that are in ``only``."""
     all_workloads, done = W.workloads(), []
-    for key in ("T1", "T2", "T3", "T4"):
+    for key in WORKLOADS:
         if key in only:
             log(f"{key} {all_workloads[key].title} ...")
             t0 = time.perf_counter()
@@ -192,23 +213,32 @@ def run_workloads(only, cfg, rivals, rng, before) -> list[dict]:
             for row in res["rows"]:
                 log(f"  {row['name']:26s} step {report.fmt_time(row['step'] and row['step']['median']):>10s}"
                     f"  epoch {report.fmt_time(row['epoch'] and row['epoch']['median']):>10s}")
+            if res["memory"]:
+                log_memory(key, res["memory"])
             log(f"  ({res['seconds']:.0f} s, other processes used {res['other_load_cores'] or 0:.2f} cores)")
     return done
 
 
-def measure_memory(cfg):
-    """Peak traced memory of one funcnn T4 step (the second) vs the bytes it must hold."""
+def log_memory(key: str, mem: dict) -> None:
+    log(f"  memory of a {key} funcnn step: peak {mem['peak_bytes'] / 2**20:.1f} MiB, "
+        f"{mem['ratio']:.2f}x what it must hold; donated: {mem['donated_peak_bytes'] / 2**20:.1f} "
+        f"MiB, {mem['donated_ratio']:.2f}x")
+
+
+def measure_memory(key: str) -> dict:
+    """Peak traced memory of one funcnn step (the second) of workload ``key`` on one
+    batch vs the bytes it must hold, with a pure and with a donated update."""
     import tracemalloc
 
     import funcnn as fn
 
-    wl = W.workloads()["T4"]
+    wl = W.workloads()[key]
     wl.n_samples = wl.batch
     x, y, _ = wl.data()
     params0, _ = W.initial_params(wl)
     model = W.build_funcnn_model(wl.spec, np.float32)
-    opt = fn.optim.adam(wl.lr)
-    value_and_grad = fn.value_and_grad(model, fn.losses.softmax_cross_entropy)
+    opt = fn.optim.adam(wl.lr, weight_decay=wl.weight_decay)
+    value_and_grad = fn.value_and_grad(model, W.funcnn_loss(fn, wl))
     xb, yb = x.astype(np.float32), y.astype(np.int64)
     measured = {}
     for donate in (False, True):
@@ -232,17 +262,14 @@ def measure_memory(cfg):
             tracemalloc.stop()
         del params, state, grads
         measured[donate] = held, after_grad, peak_grad, after_update, peak_update
-    shapes = W.linear_shapes(wl.spec)
-    p_bytes = sum(o * i + o for o, i in shapes) * 4
-    b = wl.batch
-    # What backward must keep: each Linear's input (x, h1, h2) and the logits (the ReLU
-    # masks follow from h = relu(z) > 0, so z need not be kept).
-    act_bytes = (sum(b * i for o, i in shapes) + b * shapes[-1][0]) * 4
+    p_bytes = W.n_params(wl.spec) * 4
+    act_bytes = W.saved_activations(wl) * 4
     batch_bytes = xb.nbytes + yb.nbytes
     must = p_bytes * 4 + act_bytes  # params + grads + Adam mu, nu + activations
     out = {
         "params_bytes": p_bytes, "grads_bytes": p_bytes, "opt_state_bytes": 2 * p_bytes,
-        "activations_bytes": act_bytes, "batch_bytes": batch_bytes, "must_hold_bytes": must,
+        "batch": wl.batch, "activations_bytes": act_bytes, "batch_bytes": batch_bytes,
+        "must_hold_bytes": must,
         "pure_update_floor_bytes": 7 * p_bytes + batch_bytes,
     }
     for donate, prefix in ((False, ""), (True, "donated_")):
@@ -266,8 +293,8 @@ def run_scaling(cfg, rivals, rng):
         for axis, b, w in points:
             wl = W.scaling_workload(b, w)
             x, y, _ = wl.data()
-            params0, linears = W.initial_params(wl)
-            impls, _ = make_impls(wl, x, y, params0, linears, use_rivals, with_floor=True,
+            params0, weights = W.initial_params(wl)
+            impls, _ = make_impls(wl, x, y, params0, weights, use_rivals, with_floor=True,
                                   with_seed=False, with_scan=False)
             runners = [harness.Runner(im, [im.convert(xb, yb) for xb, yb in batches_for(wl, x, y)])
                        for im in impls]
@@ -304,10 +331,8 @@ def main(argv=None) -> int:
         results["workloads"] = run_workloads(args.only, cfg, rivals, rng, before)
     if "memory" in args.only:
         log("memory (T4 funcnn step, tracemalloc) ...")
-        results["memory"] = measure_memory(cfg)
-        mem = results["memory"]
-        log(f"  peak {mem['peak_bytes'] / 2**20:.1f} MiB, {mem['ratio']:.2f}x what it must hold; "
-            f"donated: {mem['donated_peak_bytes'] / 2**20:.1f} MiB, {mem['donated_ratio']:.2f}x")
+        results["memory"] = measure_memory("T4")
+        log_memory("T4", results["memory"])
     if "scaling" in args.only:
         log("scaling (784-w-w-10 MLP: batch sweep at width 1024, width sweep at batch 256) ...")
         t0 = time.perf_counter()

@@ -1,10 +1,12 @@
-"""The benchmark workloads (T1-T4) and one builder per implementation.
+"""The benchmark workloads (T1-T6) and one builder per implementation.
 
 An architecture is a small nested tuple ("spec") that every implementation is built
 from, so all of them train the same network:
 
     ("linear", in, out) | ("relu",) | ("serial", *children)
     | ("residual", child) | ("block", features)      # the seed's ResNetBlock
+    | ("conv2d", in, out, kernel, padding)           # square kernel, stride 1, NCHW/OIHW
+    | ("maxpool2d", kernel) | ("flatten",)           # pool: stride = kernel, as torch
     | ("user",)                                      # funcnn only: a user-written identity
 
 Every implementation starts from the same initial weights (funcnn's ``init`` with
@@ -41,6 +43,7 @@ AIRFOIL_PATH = REPO_ROOT.parent / "shared" / "data" / "airfoil_self_noise.dat"
 # --- architectures --------------------------------------------------------------------
 
 RELU = ("relu",)
+FLATTEN = ("flatten",)
 USER = ("user",)  # an identity layer written as a user writes one (funcnn only)
 
 
@@ -58,6 +61,14 @@ def residual(child: tuple) -> tuple:
 
 def block(features: int) -> tuple:
     return ("block", features)
+
+
+def conv2d(n_in: int, n_out: int, kernel: int, padding: int = 0) -> tuple:
+    return ("conv2d", n_in, n_out, kernel, padding)
+
+
+def maxpool2d(kernel: int) -> tuple:
+    return ("maxpool2d", kernel)
 
 
 def mlp(widths: list[int]) -> tuple:
@@ -83,21 +94,62 @@ def expand(spec: tuple) -> tuple:
     return spec
 
 
-def linear_shapes(spec: tuple) -> list[tuple[int, int]]:
-    """``(out, in)`` of every Linear, in forward order."""
+def leaves(spec: tuple) -> list[tuple]:
+    """The layers of ``spec`` (blocks expanded) in forward order, without serial/residual."""
     spec = expand(spec)
     kind = spec[0]
-    if kind == "linear":
-        return [(spec[2], spec[1])]
     if kind == "serial":
-        return [s for c in spec[1:] for s in linear_shapes(c)]
+        return [leaf for c in spec[1:] for leaf in leaves(c)]
     if kind == "residual":
-        return linear_shapes(spec[1])
-    return []
+        return leaves(spec[1])
+    return [spec]
+
+
+def weight_shape(leaf: tuple) -> tuple[int, ...] | None:
+    """torch's weight shape of a Linear ``(out, in)`` or Conv2d ``(out, in, k, k)``, else None."""
+    if leaf[0] == "linear":
+        return leaf[2], leaf[1]
+    if leaf[0] == "conv2d":
+        return leaf[2], leaf[1], leaf[3], leaf[3]
+    return None
+
+
+def weight_shapes(spec: tuple) -> list[tuple[int, ...]]:
+    """The weight shape of every Linear and Conv2d, in forward order."""
+    return [w for w in map(weight_shape, leaves(spec)) if w is not None]
 
 
 def n_params(spec: tuple) -> int:
-    return sum(o * i + o for o, i in linear_shapes(spec))
+    return sum(math.prod(w) + w[0] for w in weight_shapes(spec))
+
+
+def is_cnn(spec: tuple) -> bool:
+    return any(leaf[0] == "conv2d" for leaf in leaves(spec))
+
+
+def output_shape(leaf: tuple, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of ``leaf``'s output for an input of ``shape``."""
+    kind = leaf[0]
+    if kind == "linear":
+        return (*shape[:-1], leaf[2])
+    if kind == "conv2d":
+        _, _, n_out, k, pad = leaf
+        return (shape[0], n_out, *(size + 2 * pad - k + 1 for size in shape[2:]))
+    if kind == "maxpool2d":
+        return (*shape[:2], *(size // leaf[1] for size in shape[2:]))
+    if kind == "flatten":
+        return shape[0], math.prod(shape[1:])
+    return shape  # relu, user
+
+
+def layer_shapes(spec: tuple, shape: tuple[int, ...]) -> list[tuple[tuple, tuple, tuple]]:
+    """``(leaf, input shape, output shape)`` of every layer for a batch of ``shape``
+    (a residual's inner layers keep the shape, so threading it through the leaves is right)."""
+    out = []
+    for leaf in leaves(spec):
+        out.append((leaf, shape, output_shape(leaf, shape)))
+        shape = out[-1][2]
+    return out
 
 
 # --- workloads -------------------------------------------------------------------------
@@ -115,13 +167,32 @@ class Workload:
     make_data: Callable[[int | None], tuple[np.ndarray, np.ndarray, str]]
     n_samples: int | None = None  # None: the workload's own default
     extras: dict = field(default_factory=dict)
+    sample_shape: tuple[int, ...] | None = None  # None: (the first Linear's in,)
 
     def data(self):
         return self.make_data(self.n_samples)
 
     @property
-    def widths_desc(self) -> str:
-        return " ".join(f"{i}-{o}" for o, i in linear_shapes(self.spec))
+    def batch_shape(self) -> tuple[int, ...]:
+        return self.batch, *(self.sample_shape or weight_shapes(self.spec)[0][1:])
+
+    @property
+    def desc(self) -> str:
+        """The architecture in a line: its Linears' widths for an MLP, every layer for a CNN."""
+        if not is_cnn(self.spec):
+            return "Linears " + " ".join(f"{i}-{o}" for o, i in weight_shapes(self.spec)) + ", ReLU"
+        return "-".join(_leaf_desc(leaf) for leaf in leaves(self.spec))
+
+
+def _leaf_desc(leaf: tuple) -> str:
+    kind = leaf[0]
+    if kind == "conv2d":
+        return f"Conv2d({leaf[1]},{leaf[2]},{leaf[3]}" + (f",padding={leaf[4]})" if leaf[4] else ")")
+    if kind == "linear":
+        return f"Linear({leaf[1]},{leaf[2]})"
+    if kind == "maxpool2d":
+        return f"MaxPool2d({leaf[1]})"
+    return {"relu": "ReLU", "flatten": "Flatten", "user": "UserIdentity"}[kind]
 
 
 def sine_data(n: int | None):
@@ -164,6 +235,23 @@ def wide_data(n: int | None):
     return x, y, f"synthetic: {n} samples, N(0,1) features, uniform labels in [0, 10)"
 
 
+def digits_data(n: int | None):
+    import funcnn as fn
+
+    x, y = fn.datasets.digits("train")
+    x, y = (x, y) if n is None else (x[:n], y[:n])
+    return x, y, f"fn.datasets.digits('train'): {x.shape[0]} UCI digits, 1 x 8 x 8, pixels / 16"
+
+
+def mnist_like_data(n: int | None):
+    n = 1024 if n is None else n
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, n)
+    return x, y, (f"synthetic: {n} images 1 x 28 x 28, uniform pixels in [0, 1), uniform labels "
+                  "in [0, 10)")
+
+
 def workloads() -> dict[str, Workload]:
     return {
         "T1": Workload("T1", "sine-mlp", mlp([1, 16, 16, 1]), "mse", 0.01, 1e-6, 64, sine_data),
@@ -183,6 +271,18 @@ def workloads() -> dict[str, Workload]:
         ),
         "T4": Workload(
             "T4", "wide-mlp", mlp([784, 1024, 1024, 10]), "ce", 1e-3, 0.0, 256, wide_data,
+        ),
+        "T5": Workload(
+            "T5", "digits-cnn",
+            serial(conv2d(1, 16, 3, 1), RELU, maxpool2d(2), conv2d(16, 32, 3, 1), RELU, maxpool2d(2),
+                   FLATTEN, lin(128, 10)),
+            "ce", 1e-3, 0.0, 64, digits_data, sample_shape=(1, 8, 8),
+        ),
+        "T6": Workload(
+            "T6", "mnist-cnn",
+            serial(conv2d(1, 32, 3), RELU, maxpool2d(2), conv2d(32, 64, 3), RELU, maxpool2d(2),
+                   FLATTEN, lin(1600, 128), RELU, lin(128, 10)),
+            "ce", 1e-3, 0.0, 128, mnist_like_data, sample_shape=(1, 28, 28),
         ),
     }
 
@@ -211,23 +311,24 @@ class Impl:
 
 
 def initial_params(wl: Workload, seed: int = 0):
-    """funcnn's params for the workload (float32), and its Linears' (W, b) in order."""
+    """funcnn's params for the workload (float32), and its Linears' and Conv2ds' (W, b)
+    in forward order (torch's layouts: every rival copies them from here)."""
     import funcnn as fn
 
     model = build_funcnn_model(wl.spec, np.float32)
     params = model.init(fn.random.key(seed))
-    return params, list(_funcnn_linears(expand(wl.spec), params))
+    return params, list(_funcnn_weights(expand(wl.spec), params))
 
 
-def _funcnn_linears(spec, params):
+def _funcnn_weights(spec, params):
     kind = spec[0]
-    if kind == "linear":
+    if weight_shape(spec) is not None:
         yield params["weight"], params["bias"]
     elif kind == "serial":
         for i, child in enumerate(spec[1:]):
-            yield from _funcnn_linears(child, params.get(str(i), {}))
+            yield from _funcnn_weights(child, params.get(str(i), {}))
     elif kind == "residual":
-        yield from _funcnn_linears(spec[1], params)
+        yield from _funcnn_weights(spec[1], params)
 
 
 def _epoch_numpy(step, x, y, batch):
@@ -254,6 +355,12 @@ def build_funcnn_model(spec, dtype, fn=None):
     kind = spec[0]
     if kind == "linear":
         return fn.layers.Linear(spec[1], spec[2], dtype=dtype)
+    if kind == "conv2d":
+        return fn.layers.Conv2d(spec[1], spec[2], spec[3], padding=spec[4], dtype=dtype)
+    if kind == "maxpool2d":
+        return fn.layers.MaxPool2d(spec[1])
+    if kind == "flatten":
+        return fn.layers.Flatten()
     if kind == "relu":
         return fn.layers.ReLU()
     if kind == "user":
@@ -324,11 +431,15 @@ def funcnn_before_impl(wl: Workload, x, y, params0, before) -> Impl:
     return _train_step_impl(before_name(before.rev), note, before.fn, model, wl, x, y, params0)
 
 
+def funcnn_loss(fn, wl: Workload):
+    """The workload's loss from the funcnn package ``fn``."""
+    return fn.losses.mse if wl.loss == "mse" else fn.losses.softmax_cross_entropy
+
+
 def _train_step_impl(name, note, fn, model, wl: Workload, x, y, params0, *, donate: bool = False) -> Impl:
     """One row: ``fn.train_step`` of the funcnn package ``fn`` on ``model``."""
-    loss = fn.losses.mse if wl.loss == "mse" else fn.losses.softmax_cross_entropy
     opt = fn.optim.adam(wl.lr, weight_decay=wl.weight_decay)
-    train_step = fn.train_step(model, loss, opt, donate=donate)
+    train_step = fn.train_step(model, funcnn_loss(fn, wl), opt, donate=donate)
     state0 = opt.init(params0)
     params, state = params0, state0
 
@@ -373,12 +484,12 @@ def build_seed_model(spec):
     raise ValueError(f"unknown spec {spec!r}")
 
 
-def seed_impl(wl: Workload, x, y, linears) -> Impl:
+def seed_impl(wl: Workload, x, y, weights) -> Impl:
     from benchmarks import seed_oop as S
 
     model = build_seed_model(wl.spec)
     params = model.parameters()
-    for (w, b), (pw, pb) in zip(linears, zip(params[0::2], params[1::2])):
+    for (w, b), (pw, pb) in zip(weights, zip(params[0::2], params[1::2])):
         pw.data = w.astype(np.float64)
         pb.data = b.astype(np.float64).reshape(1, -1)
     loss_fn = S.MSELoss() if wl.loss == "mse" else S.SoftmaxCrossEntropyLoss()
@@ -446,6 +557,12 @@ def build_torch_model(spec):
         kind = spec[0]
         if kind == "linear":
             return torch.nn.Linear(spec[1], spec[2])
+        if kind == "conv2d":
+            return torch.nn.Conv2d(spec[1], spec[2], spec[3], padding=spec[4])
+        if kind == "maxpool2d":
+            return torch.nn.MaxPool2d(spec[1])
+        if kind == "flatten":
+            return torch.nn.Flatten()
         if kind == "relu":
             return torch.nn.ReLU()
         if kind == "serial":
@@ -457,13 +574,13 @@ def build_torch_model(spec):
     return build(expand(spec))
 
 
-def torch_impl(wl: Workload, x, y, linears, *, fused: bool = False) -> Impl:
+def torch_impl(wl: Workload, x, y, weights, *, fused: bool = False) -> Impl:
     import torch
 
     model = build_torch_model(wl.spec)
     params = list(model.parameters())
     with torch.no_grad():
-        for (w, b), pw, pb in zip(linears, params[0::2], params[1::2]):
+        for (w, b), pw, pb in zip(weights, params[0::2], params[1::2]):
             pw.copy_(torch.from_numpy(w))
             pb.copy_(torch.from_numpy(b))
     kwargs = {"fused": True} if fused else {}
@@ -511,24 +628,35 @@ def torch_impl(wl: Workload, x, y, linears, *, fused: bool = False) -> Impl:
 # jax ------------------------------------------------------------------------------------
 
 
-def build_stax(spec, linears_iter):
+def build_stax(spec, weights_iter):
     """``(apply_fun, params)`` for the spec, params taken from funcnn's (W, b) in order."""
     import jax.numpy as jnp
     from jax.example_libraries import stax
 
     kind = spec[0]
     if kind == "linear":
-        w, b = next(linears_iter)
+        w, b = next(weights_iter)
         _, apply_fun = stax.Dense(spec[2])
         return apply_fun, (jnp.asarray(w.T), jnp.asarray(b))
+    if kind == "conv2d":
+        w, b = next(weights_iter)
+        pad = [(spec[4], spec[4])] * 2
+        _, apply_fun = stax.GeneralConv(("NCHW", "OIHW", "NCHW"), spec[2], (spec[3], spec[3]),
+                                        padding=pad)
+        return apply_fun, (jnp.asarray(w), jnp.asarray(b.reshape(1, -1, 1, 1)))
+    if kind == "maxpool2d":
+        window = (spec[1], spec[1])
+        return stax.MaxPool(window, strides=window, spec="NCHW")[1], ()
+    if kind == "flatten":
+        return stax.Flatten[1], ()
     if kind == "relu":
         return stax.Relu[1], ()
     if kind == "serial":
-        children = [build_stax(c, linears_iter) for c in spec[1:]]
+        children = [build_stax(c, weights_iter) for c in spec[1:]]
         _, apply_fun = stax.serial(*((lambda rng, shape: (shape, ()), f) for f, _ in children))
         return apply_fun, tuple(p for _, p in children)
     if kind == "residual":
-        inner_apply, inner_params = build_stax(spec[1], linears_iter)
+        inner_apply, inner_params = build_stax(spec[1], weights_iter)
         _, apply_fun = stax.serial(
             stax.FanOut(2),
             stax.parallel((lambda rng, shape: (shape, ()), inner_apply), stax.Identity),
@@ -538,12 +666,12 @@ def build_stax(spec, linears_iter):
     raise ValueError(f"unknown spec {spec!r}")
 
 
-def _jax_parts(wl: Workload, linears):
+def _jax_parts(wl: Workload, weights):
     import jax
     import jax.numpy as jnp
     from jax.example_libraries import optimizers
 
-    apply_fun, params = build_stax(expand(wl.spec), iter(linears))
+    apply_fun, params = build_stax(expand(wl.spec), iter(weights))
     if wl.loss == "mse":
         def loss(p, xb, yb):
             d = apply_fun(p, xb) - yb
@@ -570,10 +698,10 @@ def _jax_parts(wl: Workload, linears):
     return opt_init(params), step_body, convert
 
 
-def jax_impl(wl: Workload, x, y, linears) -> Impl:
+def jax_impl(wl: Workload, x, y, weights) -> Impl:
     import jax
 
-    opt_state, step_body, convert = _jax_parts(wl, linears)
+    opt_state, step_body, convert = _jax_parts(wl, weights)
     opt_state0 = opt_state
     jit_step = jax.jit(step_body)
     i = 0
@@ -598,12 +726,12 @@ def jax_impl(wl: Workload, x, y, linears) -> Impl:
                 note="stax + example_libraries.optimizers.adam, step under jax.jit", reset=reset)
 
 
-def jax_scan_impl(wl: Workload, x, y, linears) -> Impl:
+def jax_scan_impl(wl: Workload, x, y, weights) -> Impl:
     """A whole epoch (gather, every full batch under lax.scan, the short tail) in one jit."""
     import jax
     import jax.numpy as jnp
 
-    opt_state, step_body, convert = _jax_parts(wl, linears)
+    opt_state, step_body, convert = _jax_parts(wl, weights)
     xj, yj = convert(x, y)
     n, b = xj.shape[0], wl.batch
     full = n // b
@@ -644,23 +772,36 @@ def jax_scan_impl(wl: Workload, x, y, linears) -> Impl:
 # the GEMM floor -------------------------------------------------------------------------
 
 
-def gemm_floor_impl(wl: Workload, dtype=np.float32) -> Impl:
-    """The GEMMs one step of an MLP needs, at the same shapes and dtype, with numpy.
+def gemm_dims(wl: Workload) -> list[tuple[int, int, int]]:
+    """``(rows, inner, out)`` of every Linear and Conv2d, in forward order: its forward
+    product is ``(rows, inner) @ (inner, out)``. A Linear: ``(batch, in, out)``; a Conv2d
+    as im2col: ``(batch * out_h * out_w, in * k * k, out)``."""
+    dims = []
+    for leaf, _, y_shape in layer_shapes(wl.spec, wl.batch_shape):
+        w = weight_shape(leaf)
+        if w is not None:
+            dims.append((math.prod(y_shape) // w[0], math.prod(w[1:]), w[0]))
+    return dims
 
-    Per Linear ``(out, in)`` on a batch ``B``: forward ``(B,in)@(in,out)`` and weight
-    grad ``(out,B)@(B,in)``; input grad ``(B,out)@(out,in)`` for every Linear except the
-    first (nobody needs d loss / d data). Results go into preallocated ``out=`` buffers,
-    so this is the BLAS time alone: what no numpy implementation can beat.
+
+def gemm_floor_impl(wl: Workload, dtype=np.float32) -> Impl:
+    """The GEMMs one step needs, at the same shapes and dtype, with numpy.
+
+    Per Linear or Conv2d of :func:`gemm_dims` ``(rows, inner, out)``: forward
+    ``(rows,inner)@(inner,out)`` and weight grad ``(out,rows)@(rows,inner)``; input grad
+    ``(rows,out)@(out,inner)`` for every layer except the first (nobody needs d loss /
+    d data). A convolution's are its im2col GEMMs, without building or scattering the
+    columns. Results go into preallocated ``out=`` buffers, so this is the BLAS time
+    alone: what no numpy implementation can beat.
     """
     rng = np.random.default_rng(1)
-    b = wl.batch
-    shapes = linear_shapes(wl.spec)
-    ws = [rng.standard_normal((o, i)).astype(dtype) for o, i in shapes]
-    xs = [rng.standard_normal((b, i)).astype(dtype) for o, i in shapes]
-    dys = [rng.standard_normal((b, o)).astype(dtype) for o, i in shapes]
-    ys = [np.empty((b, o), dtype) for o, i in shapes]
-    dws = [np.empty((o, i), dtype) for o, i in shapes]
-    dxs = [np.empty((b, i), dtype) for o, i in shapes]
+    dims = gemm_dims(wl)
+    ws = [rng.standard_normal((o, i)).astype(dtype) for r, i, o in dims]
+    xs = [rng.standard_normal((r, i)).astype(dtype) for r, i, o in dims]
+    dys = [rng.standard_normal((r, o)).astype(dtype) for r, i, o in dims]
+    ys = [np.empty((r, o), dtype) for r, i, o in dims]
+    dws = [np.empty((o, i), dtype) for r, i, o in dims]
+    dxs = [np.empty((r, i), dtype) for r, i, o in dims]
     matmul = np.matmul
 
     def step(xb=None, yb=None):
@@ -672,16 +813,25 @@ def gemm_floor_impl(wl: Workload, dtype=np.float32) -> Impl:
                 matmul(dys[k], ws[k], out=dxs[k])
         return 0.0
 
-    n_gemms = 3 * len(shapes) - 1
+    n_gemms = 3 * len(dims) - 1
     return Impl("numpy GEMM floor", np.dtype(dtype).name, step, lambda xb, yb: (None, None), None,
                 note=f"{n_gemms} GEMMs per step, BLAS only")
 
 
 def gemm_flops(wl: Workload) -> float:
     """Floating-point operations of the GEMMs of one step (2 per multiply-add)."""
-    shapes = linear_shapes(wl.spec)
-    macs = sum(o * i * wl.batch * (3 if k else 2) for k, (o, i) in enumerate(shapes))
+    macs = sum(r * i * o * (3 if k else 2) for k, (r, i, o) in enumerate(gemm_dims(wl)))
     return 2.0 * macs
+
+
+def saved_activations(wl: Workload) -> int:
+    """How many activations a step must keep for its backward: the input of every Linear,
+    Conv2d and MaxPool2d (a ReLU's mask follows from its output, the next layer's
+    input), and the logits (for the loss gradient)."""
+    shapes = layer_shapes(wl.spec, wl.batch_shape)
+    kept = sum(math.prod(x_shape) for leaf, x_shape, _ in shapes
+               if leaf[0] in ("linear", "conv2d", "maxpool2d"))
+    return kept + math.prod(shapes[-1][2])
 
 
 def n_batches(n: int, batch: int) -> int:
