@@ -23,7 +23,7 @@ DESCRIPTIONS = {
     ),
     "digits": (
         ("UCI 8x8 handwritten digits (shipped with funcnn, offline) with a small CNN, test "
-         "accuracy; adamw lr 0.01 warm-up + cosine, batch 32"),
+         "accuracy; adamw lr 0.03 warm-up + cosine, batch 32"),
         60,
     ),
 }
