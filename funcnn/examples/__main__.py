@@ -1,4 +1,5 @@
-"""The command line: ``python -m funcnn.examples <xor|sine-mlp|sine-resnet|airfoil|digits> [options]``."""
+"""The command line:
+``python -m funcnn.examples <xor|sine-mlp|sine-resnet|airfoil|digits> [options]``."""
 
 from __future__ import annotations
 
