@@ -690,6 +690,7 @@ except ImportError:
     print("PyTorch is not installed (pip install torch==2.13.0): skipping the PyTorch cells")
 
 if torch is not None:
+    torch.set_num_threads(1)   # a model this small trains fastest on one thread
     torch.manual_seed(0)   # torch's own init and shuffling: a different run from funcnn's
     net = nn.Sequential(
         nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
