@@ -55,8 +55,9 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser (one sub-command per example)."""
     top = argparse.ArgumentParser(
         prog="python -m funcnn.examples",
-        description="Train one of the tutorial's experiments with funcnn: shows progress, "
-                    "prints the final metrics, writes best.ckpt, metrics.json and PNG plots.",
+        description="Train one of the tutorial's experiments, or the digits CNN, with funcnn: "
+                    "shows progress, prints the final metrics, writes best.ckpt, metrics.json "
+                    "and PNG plots.",
     )
     sub = top.add_subparsers(dest="example", metavar="EXAMPLE", required=True)
     for name in NAMES:
