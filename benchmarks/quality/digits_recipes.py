@@ -4,16 +4,18 @@ Only the validation split is used, never the test split. The search started from
 ``START``: BatchNorm + Dropout(0.25), AdamW with 2 epochs of warm-up to a peak lr of
 1e-2 then cosine decay, weight decay 1e-4, batch 32, 60 epochs. Each variant changes
 one or two things of it (``mlp`` is the notebook's MLP on the flat pixels, 64-64-64-10
-with ReLU, trained the same way) and runs on seeds 0-4 with the init and fit keys of
-``funcnn.examples.digits`` for each seed. The four best went on to seeds 0-9; the
-recipe of ``python -m funcnn.examples digits`` is the one with the highest median
-validation accuracy there, ties broken by the median validation loss (peak lr 3e-2).
-Each number is the best model by validation loss, as the example picks it.
+with ReLU) and runs on seeds 0-4 with the init and fit keys of
+``funcnn.examples.digits`` for each seed. The four best (highest median validation
+accuracy, ties broken by the median validation loss) went on to seeds 0-9 with the
+starting point beside them; the recipe of ``python -m funcnn.examples digits`` is the
+best there by the same rule (peak lr 3e-2). Each number is the best model by validation
+loss, as the example picks it.
 
-    python benchmarks/quality/digits_recipes.py --out benchmarks/quality/results/digits-recipes.json
+    R=benchmarks/quality/results
+    python benchmarks/quality/digits_recipes.py --out $R/digits-recipes.json
     python benchmarks/quality/digits_recipes.py --seeds 0 1 2 3 4 5 6 7 8 9 --variants start \\
-        "no BatchNorm" "peak lr 3e-2 (the recipe)" "no BatchNorm, peak lr 3e-2" \\
-        --out benchmarks/quality/results/digits-recipes-finalists.json
+        "no BatchNorm" "100 epochs" "peak lr 3e-2 (the recipe)" "no BatchNorm, peak lr 3e-2" \\
+        --out $R/digits-recipes-finalists.json
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ VARIANTS = {
     "batch 64": {"batch_size": 64},
     "weight decay 1e-3": {"weight_decay": 1e-3},
     "mlp (flat pixels)": {"mlp_model": True},
+    "mlp (flat pixels), peak lr 3e-2": {"mlp_model": True, "lr": 3e-2},
 }
 
 
