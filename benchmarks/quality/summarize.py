@@ -48,7 +48,10 @@ def values(folder: Path, framework: str, names: tuple[str, ...], metric: str) ->
 def cell(vals: list[float], fmt: str) -> str:
     if not vals:
         return "not run"
-    shown = ", ".join(fmt.format(v).rstrip("%") for v in vals) if len(vals) <= 3 else f"{len(vals)} seeds"
+    if len(vals) > 3:
+        shown = f"{len(vals)} seeds"
+    else:  # a percent sign on the median only
+        shown = ", ".join(fmt.format(v).rstrip("%") for v in vals)
     return f"**{fmt.format(statistics.median(vals))}** ({shown})"
 
 
