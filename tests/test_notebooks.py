@@ -34,9 +34,10 @@ np.seterr(all="raise", under="ignore")
 """
 
 
-def test_there_are_four_notebooks():
+def test_there_are_five_notebooks():
     assert [p.name for p in NOTEBOOKS] == [
-        "01_xor.ipynb", "02_sine_mlp.ipynb", "03_sine_resnet.ipynb", "04_airfoil.ipynb"]
+        "01_xor.ipynb", "02_sine_mlp.ipynb", "03_sine_resnet.ipynb", "04_airfoil.ipynb",
+        "05_digits_cnn.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -74,3 +75,21 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     images = [o for o in outputs
               if o.output_type == "display_data" and "image/png" in o.get("data", {})]
     assert images, "every notebook shows its plots inline"
+    if "digits" in path.name:  # torch is in the test extra: its cells ran
+        text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+        assert "the same weights in funcnn: test accuracy" in text
+        assert "PyTorch is not installed" not in text
+
+
+def test_digits_notebook_torch_cells_without_torch_say_so(monkeypatch, capsys):
+    """The PyTorch cells, run where ``import torch`` fails, print why they skip and raise
+    nothing (torch is a test-time dependency, not a runtime one)."""
+    nb = nbformat.read(NOTEBOOK_DIR / "05_digits_cnn.ipynb", as_version=4)
+    cells = [c.source for c in nb.cells if c.cell_type == "code" and "torch" in c.source]
+    assert len(cells) == 2
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    scope: dict = {}
+    for source in cells:
+        exec(source, scope)  # they skip before touching the notebook's other variables
+    assert capsys.readouterr().out == (
+        "PyTorch is not installed (pip install torch==2.13.0): skipping the PyTorch cells\n")

@@ -2,7 +2,6 @@
 
 import contextlib
 import io
-import linecache
 import pathlib
 import re
 
@@ -10,21 +9,23 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    text = README.read_text(encoding="utf-8")
     # the MPI script runs under mpiexec in tests/test_distributed.py
-    runnable = [b for b in blocks if "torch_model" not in b and "from mpi4py" not in b]
-    assert len(runnable) >= 5
-    code = "\n".join(runnable).replace("epochs=100", "epochs=2").replace("range(100)", "range(2)")
+    blocks = [m for m in re.finditer(r"```python\n(.*?)```", text, re.DOTALL)
+              if "torch_model" not in m.group(1) and "from mpi4py" not in m.group(1)]
+    assert len(blocks) >= 5
+    # Each block keeps its README line numbers (other lines blank), so a traceback, and
+    # inspect.getsource (hypothesis calls it), find the right lines of README.md.
+    lines = ["\n"] * (text.count("\n") + 1)
+    for block in blocks:
+        first = text.count("\n", 0, block.start(1))
+        for i, line in enumerate(block.group(1).splitlines(keepends=True)):
+            lines[first + i] = line
+    code = re.sub(r"\bepochs=\d+", "epochs=2", "".join(lines)).replace("range(100)", "range(2)")
     monkeypatch.chdir(tmp_path)
-    # The joined blocks get a file name of their own, with their text in linecache, so that
-    # inspect.getsource (hypothesis calls it on the @given example) reads these lines and
-    # not README.md's lines of the same numbers.
-    filename = f"<python blocks of {README.name}>"
-    monkeypatch.setitem(linecache.cache, filename,
-                        (len(code), None, code.splitlines(keepends=True), filename))
     scope: dict = {}
     with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(code, filename, "exec"), scope)
+        exec(compile(code, str(README), "exec"), scope)
         property_tests = [f for name, f in scope.items() if name.startswith("test_") and callable(f)]
         for test in property_tests:  # the README's @given examples, run as hypothesis runs them
             test()

@@ -32,5 +32,16 @@ python benchmarks/quality/summarize.py --merge $R airfoil-seed-seeds3-5 airfoil-
 python benchmarks/quality/airfoil_ablation.py --data "$DATA" --out $R/airfoil-ablation.json
 # Same init, same batches: funcnn and torch step for step (float32 and float64).
 (cd benchmarks/quality && python trajectory.py sine-mlp --epochs 30)
+# Digits: the CNN example and its twin (same init, batches and dropout masks), seeds 0-9,
+# the float64 check, and the recipe search on the validation split (about 15 minutes).
+python benchmarks/quality/funcnn_runs.py digits --runs $RUNS --out $R/funcnn-digits.json
+python benchmarks/quality/digits_twin.py --out $R/torch-digits.json
+python benchmarks/quality/funcnn_runs.py digits --seeds 3 4 5 6 7 8 9 --runs $RUNS --out $R/funcnn-digits-seeds3-9.json
+python benchmarks/quality/digits_twin.py --seeds 3 4 5 6 7 8 9 --out $R/torch-digits-seeds3-9.json
+python benchmarks/quality/digits_twin.py --check-epochs 5
+python benchmarks/quality/digits_recipes.py --out $R/digits-recipes.json
+python benchmarks/quality/digits_recipes.py --seeds 0 1 2 3 4 5 6 7 8 9 --variants start \
+  "no BatchNorm" "100 epochs" "peak lr 3e-2 (the recipe)" "no BatchNorm, peak lr 3e-2" \
+  --out $R/digits-recipes-finalists.json
 
 python benchmarks/quality/summarize.py $R

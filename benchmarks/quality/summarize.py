@@ -16,8 +16,10 @@ from pathlib import Path
 
 MLP_10 = ("sine-mlp", "sine-mlp-seeds3-9")
 AIRFOIL_6 = ("airfoil-seed", "airfoil-seed-seeds3-5")
+DIGITS_10 = ("digits", "digits-seeds3-9")
 ROWS = [
-    # (label, metric, result files (without the funcnn-/torch- prefix), has a twin, format)
+    # (label, metric, result files (without the funcnn-/torch- prefix), has a twin, format);
+    # lower is better, but for the metrics in HIGHER_IS_BETTER
     ("sine MLP: validation MSE", "val_mse", ("sine-mlp",), True, "{:.3g}"),
     ("sine MLP, seeds 0-9: validation MSE", "val_mse", MLP_10, True, "{:.3g}"),
     ("sine ResNet: validation MSE", "val_mse", ("sine-resnet",), True, "{:.3g}"),
@@ -26,7 +28,11 @@ ROWS = [
      "{:.2f}"),
     ("airfoil, better recipe: test RMSE (dB)", "test_rmse_db", ("airfoil-better",), False,
      "{:.2f}"),
+    ("digits CNN: test accuracy (%, higher is better)", "test_accuracy", ("digits",), True,
+     "{:.2%}"),
+    ("digits CNN, seeds 0-9: test accuracy (%)", "test_accuracy", DIGITS_10, True, "{:.2%}"),
 ]
+HIGHER_IS_BETTER = {"test_accuracy"}
 
 
 def values(folder: Path, framework: str, names: tuple[str, ...], metric: str) -> list[float]:
@@ -42,7 +48,10 @@ def values(folder: Path, framework: str, names: tuple[str, ...], metric: str) ->
 def cell(vals: list[float], fmt: str) -> str:
     if not vals:
         return "not run"
-    shown = ", ".join(fmt.format(v) for v in vals) if len(vals) <= 3 else f"{len(vals)} seeds"
+    if len(vals) > 3:
+        shown = f"{len(vals)} seeds"
+    else:  # a percent sign on the median only
+        shown = ", ".join(fmt.format(v).rstrip("%") for v in vals)
     return f"**{fmt.format(statistics.median(vals))}** ({shown})"
 
 
@@ -59,14 +68,17 @@ def main(argv: list[str]) -> int:
         return 0
     folder = Path(argv[0]) if argv else Path(__file__).resolve().parent / "results"
     print("| task | funcnn: median (per seed) | PyTorch twin: median (per seed) "
-          "| seeds where funcnn is lower |")
+          "| seeds where funcnn is better |")
     print("| --- | --- | --- | --- |")
     for label, metric, names, twin, fmt in ROWS:
         ours = values(folder, "funcnn", names, metric)
         theirs = values(folder, "torch", names, metric) if twin else []
         wins = "n/a"
         if ours and len(theirs) == len(ours):
-            wins = f"{sum(a < b for a, b in zip(ours, theirs))} of {len(ours)}"
+            sign = -1 if metric in HIGHER_IS_BETTER else 1
+            ties = sum(a == b for a, b in zip(ours, theirs))
+            wins = f"{sum(sign * a < sign * b for a, b in zip(ours, theirs))} of {len(ours)}"
+            wins += f" ({ties} tied)" if ties else ""
         twin_cell = cell(theirs, fmt) if twin else "n/a"
         print(f"| {label} | {cell(ours, fmt)} | {twin_cell} | {wins} |")
     return 0

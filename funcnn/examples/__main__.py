@@ -1,4 +1,5 @@
-"""The command line: ``python -m funcnn.examples <xor|sine-mlp|sine-resnet|airfoil|digits> [options]``."""
+"""The command line:
+``python -m funcnn.examples <xor|sine-mlp|sine-resnet|airfoil|digits> [options]``."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ DESCRIPTIONS = {
     ),
     "digits": (
         ("UCI 8x8 handwritten digits (shipped with funcnn, offline) with a small CNN, test "
-         "accuracy; adamw lr 0.01 warm-up + cosine, batch 32"),
+         "accuracy; adamw lr 0.03 warm-up + cosine, batch 32"),
         60,
     ),
 }
@@ -54,8 +55,9 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser (one sub-command per example)."""
     top = argparse.ArgumentParser(
         prog="python -m funcnn.examples",
-        description="Train one of the tutorial's experiments with funcnn: shows progress, "
-                    "prints the final metrics, writes best.ckpt, metrics.json and PNG plots.",
+        description="Train one of the tutorial's experiments, or the digits CNN, with funcnn: "
+                    "shows progress, prints the final metrics, writes best.ckpt, metrics.json "
+                    "and PNG plots.",
     )
     sub = top.add_subparsers(dest="example", metavar="EXAMPLE", required=True)
     for name in NAMES:

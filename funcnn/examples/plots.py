@@ -231,8 +231,9 @@ def misclassified_digits(path: Path, images: np.ndarray, labels: Sequence[int],
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     for ax in axes:
         ax.set_axis_off()
+    brightest = max(1.0, float(np.max(images))) if len(images) else 1.0  # one scale for all
     for ax, image, label, guess in zip(axes, images[:shown], labels, predicted):
-        ax.imshow(image, cmap="gray_r", vmin=0, vmax=max(1.0, float(np.max(images))))
+        ax.imshow(image, cmap="gray_r", vmin=0, vmax=brightest)
         ax.set_title(f"true {label}, predicted {guess}", fontsize=9)
     if not len(images):
         axes[0].text(0.5, 0.5, "every test digit is classified correctly", ha="center",
