@@ -62,6 +62,14 @@ class Kernel(NamedTuple):
     ``random``: training needs a key. ``stateful``: the layer keeps state.
     ``composite``: how ``serial`` and ``residual`` describe their children to
     :mod:`funcnn.program` (None for every other kernel).
+
+    Two facts about memory let a program free and reuse it (:mod:`funcnn.program`);
+    neither changes a result. ``dx_memory``: what the backward's ``dx`` is, ``"new"``
+    (an array sharing memory with nothing else: not ``saved``, params or ``dy``),
+    ``"dy"`` (``dy`` itself, or a view of it) or None (not known: user layers).
+    ``backward_into_dy``: the backward again, allowed to write ``dx`` into ``dy``'s
+    memory; a program calls it when nothing else can see ``dy`` (ReLU's ``dx`` then
+    costs no new memory: on a CNN that is an activation-sized array per ReLU).
     """
 
     check: Callable[..., None]
@@ -70,6 +78,8 @@ class Kernel(NamedTuple):
     random: bool = False
     stateful: bool = False
     composite: tuple | None = None
+    dx_memory: str | None = None
+    backward_into_dy: Callable[..., tuple[Params, Any]] | None = None
 
 
 EMPTY: dict = {}  # read only by convention: the params or state of a layer without them

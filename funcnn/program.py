@@ -18,11 +18,20 @@ value_and_grad through the combinators' kernels takes 1.25x the time of the prog
 any other kernel, a user layer's opaque one included, is one call. An error inside a
 kernel is re-raised with the index path the generic path gives (each call records
 where it sits). ``Program.source`` shows the generated code.
+
+Memory: every intermediate is dropped (``del``) right after its last use, and
+``backward`` empties the ``saved`` list it is given, so each layer's saved arrays are
+freed as soon as its backward has run. Where a kernel may overwrite ``dy``
+(``Kernel.backward_into_dy``: ReLU) and nothing else can see that array (it is dead
+after the call and came from a kernel whose ``dx_memory`` is ``"new"``), the program
+calls that variant: its ``dx`` takes no new memory.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from typing import NamedTuple
 
 from funcnn import random
 from funcnn.errors import LayerError
@@ -41,31 +50,107 @@ class Program:
 
 def compile_program(rule: Kernel, layout: Layout, with_key: bool, with_state: bool) -> Program:
     """The program of a model (its kernel ``rule``) for params with ``layout``: the caller
-    has run the checked kernels on such params. ``backward`` computes no ``dx``."""
+    has run the checked kernels on such params. ``backward`` computes no ``dx``.
+
+    ``forward`` returns ``saved`` as a list, which ``backward`` empties: the caller's
+    reference then keeps nothing alive."""
     w = _Writer()
     y, new_state, back = w.emit(rule, layout.nested, "P", "O", "K" if with_key else "None",
                                 "S" if with_state else None, (), "x")
     back("dy", False)
-    saved = "".join(f"{name}, " for name in w.saved)
+    saved = ", ".join(w.saved)
+    forward_return = f"return {y}, {new_state or 'None'}, [{saved}]"
+    forward = _with_deletes(w.forward, before=[], after=forward_return)
+    backward = _with_deletes(_backward_calls(w.backward, w.fresh), before=w.saved, after="")
     # a kernel's error is re-raised with the steps around the line that called it
     # (the traceback's line number in the generated function: free until something raises)
-    lines, where = ["def forward(P, x, K, S):", "    try:"], {}
-    for line, steps in w.forward:
-        where[len(lines) + 1] = steps
-        lines.append(f"        {line}")
-    lines += ["    except LayerError as e:", "        raise within(e, WHERE[e.__traceback__.tb_lineno]) from None",
-              f"    return {y}, {new_state or 'None'}, ({saved})", "",
-              "def backward(saved, dy, O):", f"    ({saved}) = saved", "    try:"]
-    for line, steps in w.backward:
-        where[len(lines) + 1] = steps
-        lines.append(f"        {line}")
-    lines += ["    except LayerError as e:", "        raise within(e, WHERE[e.__traceback__.tb_lineno]) from None",
-              "    return O"]
+    lines, where = [], {}
+
+    def body(header: list[str], steps: list, footer: list[str]) -> None:
+        lines.extend(header)
+        lines.append("    try:")
+        for line, at in steps:
+            if at is not None:
+                where[len(lines) + 1] = at
+            lines.append(f"        {line}")
+        lines.extend(["    except LayerError as e:",
+                      "        raise within(e, WHERE[e.__traceback__.tb_lineno]) from None",
+                      *footer])
+
+    body(["def forward(P, x, K, S):"], forward, [f"    {forward_return}", ""])
+    unpack = [f"    ({saved},) = saved", "    saved.clear()"] if w.saved else []
+    body(["def backward(saved, dy, O):", *unpack], backward, ["    return O"])
     source = "\n".join(lines)
     scope = {**w.scope, "LayerError": LayerError, "within": _within, "WHERE": where,
              "M": TRUSTED, "E": EMPTY, "split": random.split}
     exec(source, scope)
     return Program(scope["forward"], scope["backward"], source)
+
+
+class _BackwardCall(NamedTuple):
+    """One kernel's backward call, written out once it is known whether ``dy`` may be
+    overwritten (:func:`_backward_calls`)."""
+
+    dy: str
+    dx: str | None  # None: no dx wanted
+    saved: str
+    grads: str
+    backward: str  # the names of the kernel's functions in the program's scope
+    into_dy: str | None
+    dx_memory: str | None
+
+
+_STRINGS = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_LOCALS = re.compile(r"\b(?:[a-z]+[0-9]+|x|dy)\b")  # generated locals (constants: upper case)
+
+
+def _names(line: str) -> set[str]:
+    """The local variables a generated line mentions (not inside the layout's key strings)."""
+    return set(_LOCALS.findall(_STRINGS.sub("''", line)))
+
+
+def _backward_calls(steps: list, fresh: set[str]) -> list[tuple[str, tuple]]:
+    """The backward's lines: each kernel call uses ``backward_into_dy`` when its ``dy`` is
+    owned (an array nothing else refers to: made by a ``"new"`` kernel, or ``fresh`` here)
+    and not read after the call."""
+    last = {}
+    for i, (step, _) in enumerate(steps):
+        for name in (_names(step) if isinstance(step, str) else (step.dy,)):
+            last[name] = i
+    owned, lines = set(fresh), []
+    for i, (step, where) in enumerate(steps):
+        if isinstance(step, str):
+            lines.append((step, where))
+            continue
+        reusable = step.dy in owned and last[step.dy] == i
+        in_place = reusable and step.into_dy is not None
+        if step.dx is not None and (in_place or step.dx_memory == "new"
+                                    or (step.dx_memory == "dy" and reusable)):
+            owned.add(step.dx)
+        call = step.into_dy if in_place else step.backward
+        arguments = f"{step.saved}, {step.dy}, {step.grads}, {step.dx is not None}"
+        lines.append((f"_, {step.dx or '_'} = {call}({arguments})", where))
+    return lines
+
+
+def _with_deletes(steps: list[tuple[str, tuple]], before: list[str], after: str) -> list:
+    """``steps`` with ``del`` lines: each local goes right after the last line that mentions
+    it (``before``: the names bound before the first line; ``after``: the line that follows)."""
+    keep = _names(after)
+    last = {name: -1 for name in before}
+    for i, (line, _) in enumerate(steps):
+        for name in _names(line):
+            last[name] = i
+    dead: dict[int, list[str]] = {}
+    for name, i in last.items():
+        if name not in keep:
+            dead.setdefault(i, []).append(name)
+    out = [(f"del {', '.join(sorted(dead[-1]))}", None)] if -1 in dead else []
+    for i, step in enumerate(steps):
+        out.append(step)
+        if i in dead:
+            out.append((f"del {', '.join(sorted(dead[i]))}", None))
+    return out
 
 
 def _within(error: LayerError, where: tuple[str, ...]) -> LayerError:
@@ -83,6 +168,7 @@ class _Writer:
         self.backward: list[tuple[str, tuple]] = []
         self.scope: dict = {}
         self.saved: list[str] = []
+        self.fresh: set[str] = set()  # backward variables that are new arrays (see _backward_calls)
         self.opaque_calls = 0  # user layers emitted so far
         self.unchecked = False  # the next input comes from a user layer: check it
         self._count = 0
@@ -121,14 +207,15 @@ class _Writer:
         self.unchecked = rule.check is no_check
         self.opaque_calls += self.unchecked
         f, b = self.const(rule.forward, "F"), self.const(rule.backward, "B")
-        y, ns, saved = self.var("y"), self.var("n"), self.var("s")
+        into_dy = self.const(rule.backward_into_dy, "B") if rule.backward_into_dy else None
+        y, ns, saved = self.var("y"), self.var("n") if s is not None else "_", self.var("s")
         self.saved.append(saved)
         self.forward.append((f"{y}, {ns}, {saved} = {f}({p}, {x}, {k}, {s or 'None'}, M)", where))
 
         def back(dy: str, need_dx: bool):
-            d = self.var("d")
-            self.backward.append((f"_, {d} = {b}({saved}, {dy}, {o}, {need_dx})", where))
-            return d if need_dx else None
+            d = self.var("d") if need_dx else None
+            self.backward.append((_BackwardCall(dy, d, saved, o, b, into_dy, rule.dx_memory), where))
+            return d
 
         return y, (ns if s is not None else None), back
 
@@ -183,6 +270,7 @@ class _Writer:
             if not need:
                 return None
             total = self.var("d")
+            self.fresh.add(total)
             self.backward.append((f"{total} = {dy} + {dx}", where))
             return total
 

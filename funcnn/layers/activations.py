@@ -18,12 +18,15 @@ from funcnn.numerics import sigmoid
 from funcnn.types import Layer
 
 
-def _activation(name: str, forward, backward, uses_input: bool = True, check_x=None) -> Layer:
+def _activation(name: str, forward, backward, uses_input: bool = True, check_x=None,
+                dx_memory: str = "new", into_dy: bool = False) -> Layer:
     """Build a parameterless layer from ``forward(x) -> y`` and ``backward(x, y, dy) -> dx``.
 
     ``uses_input=False`` says ``backward`` reads only ``y`` and ``dy``, so ``x`` is not
     kept for it. ``dy`` reaches ``backward`` cast to ``y``'s dtype. ``check_x(x)``
-    checks more of the input (Softmax's axis).
+    checks more of the input (Softmax's axis). ``dx_memory`` is the kernel's (see
+    :class:`funcnn.kernel.Kernel`). ``into_dy=True``: ``backward`` also takes ``out=``
+    and then writes ``dx`` there; a program passes ``out=dy`` when it owns ``dy``.
     """
 
 
@@ -42,22 +45,28 @@ def _activation(name: str, forward, backward, uses_input: bool = True, check_x=N
             y = forward(x)
             return y, state, y
 
-    def kernel_backward(saved, dy, out, need_dx):
-        if not need_dx:
-            return {}, None
-        x, y = saved if uses_input else (None, saved)
-        if dy.dtype is not y.dtype and dy.dtype != y.dtype:
-            dy = dy.astype(y.dtype)
-        return {}, backward(x, y, dy)
+    def backward_rule(in_place: bool):
+        def kernel_backward(saved, dy, out, need_dx):
+            if not need_dx:
+                return {}, None
+            x, y = saved if uses_input else (None, saved)
+            if dy.dtype is not y.dtype and dy.dtype != y.dtype:
+                dy = dy.astype(y.dtype)
+            return {}, (backward(x, y, dy, out=dy) if in_place else backward(x, y, dy))
 
-    return kernel.layer(kernel.Kernel(check, kernel_forward, kernel_backward), kernel.no_params, name)
+        return kernel_backward
+
+    rule = kernel.Kernel(check, kernel_forward, backward_rule(False), dx_memory=dx_memory,
+                         backward_into_dy=backward_rule(True) if into_dy else None)
+    return kernel.layer(rule, kernel.no_params, name)
 
 
 def ReLU() -> Layer:
     """``y = max(x, 0)``; ``dy/dx = 1 if x > 0 else 0``."""
     # y > 0 exactly where x > 0 (NaN included), so the backward needs only y
     return _activation("ReLU()", lambda x: np.maximum(x, _ZEROS.get(x.dtype, 0)),
-                       lambda x, y, dy: dy * (y > _ZEROS.get(y.dtype, 0)), uses_input=False)
+                       lambda x, y, dy, out=None: np.multiply(dy, y > _ZEROS.get(y.dtype, 0), out),
+                       uses_input=False, into_dy=True)
 
 
 def LeakyReLU(negative_slope: float = 0.01) -> Layer:
@@ -82,17 +91,22 @@ def ELU(alpha: float = 1.0) -> Layer:
 
 def Sigmoid() -> Layer:
     """``y = 1 / (1 + exp(-x))``; ``dy/dx = y (1 - y)``. Stable for any x."""
-    return _activation("Sigmoid()", sigmoid, lambda x, y, dy: dy * y * (1 - y), uses_input=False)
+    return _activation("Sigmoid()", sigmoid,
+                       lambda x, y, dy, out=None: np.multiply(dy * y, 1 - y, out),
+                       uses_input=False, into_dy=True)
 
 
 def Tanh() -> Layer:
     """``y = tanh(x)``; ``dy/dx = 1 - y**2``."""
-    return _activation("Tanh()", np.tanh, lambda x, y, dy: dy * (1 - y * y), uses_input=False)
+    return _activation("Tanh()", np.tanh,
+                       lambda x, y, dy, out=None: np.multiply(dy, 1 - y * y, out),
+                       uses_input=False, into_dy=True)
 
 
 def Identity() -> Layer:
     """``y = x``. Returns ``x`` itself: layers never mutate their inputs."""
-    return _activation("Identity()", lambda x: x, lambda x, y, dy: dy, uses_input=False)
+    return _activation("Identity()", lambda x: x, lambda x, y, dy: dy, uses_input=False,
+                       dx_memory="dy")
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)

@@ -56,7 +56,8 @@ def Dropout(rate: float) -> Layer:
             return {}, dy
         return {}, dy.astype(scaled_mask.dtype, copy=False) * scaled_mask
 
-    return kernel.layer(kernel.Kernel(check, forward, backward, random=True), kernel.no_params, name)
+    rule = kernel.Kernel(check, forward, backward, random=True, dx_memory="dy")
+    return kernel.layer(rule, kernel.no_params, name)
 
 
 __all__ = ["Dropout"]

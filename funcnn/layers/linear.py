@@ -94,7 +94,7 @@ def Linear(in_features: int, out_features: int, *, init: str = "he", dtype=np.fl
         dx = product(dy, weight)  # dy W
         return grads, (dx if len(x_shape) == 2 else dx.reshape(x_shape))
 
-    return kernel.layer(kernel.Kernel(check, forward, backward), init_params, name)
+    return kernel.layer(kernel.Kernel(check, forward, backward, dx_memory="new"), init_params, name)
 
 
 # np.dot has less call overhead on small matrices; np.matmul picks faster BLAS calls on

@@ -151,7 +151,7 @@ def BatchNorm(num_features: int, *, eps: float = 1e-5, momentum: float | None = 
         mean_g, mean_gx = (sums / n).astype(g.dtype).reshape(2, *inv.shape)
         return grads, inv * (g - mean_g - x_hat * mean_gx)
 
-    rule = kernel.Kernel(check, forward, backward, stateful=True)
+    rule = kernel.Kernel(check, forward, backward, stateful=True, dx_memory="new")
     return kernel.layer(rule, init, name, init_state=init_state)
 
 
@@ -207,7 +207,7 @@ def LayerNorm(normalized_shape: int | tuple[int, ...], *, eps: float = 1e-5,
             return grads, None
         return grads, _normalized_backward(dy * weight, x_hat, inv, axes)
 
-    return kernel.layer(kernel.Kernel(check, forward, backward), init, name)
+    return kernel.layer(kernel.Kernel(check, forward, backward, dx_memory="new"), init, name)
 
 
 # --- the math both share ------------------------------------------------------------------

@@ -26,7 +26,8 @@ def Flatten() -> Layer:
     def backward(x_shape, dy, out, need_dx):
         return {}, (dy.reshape(x_shape) if need_dx else None)
 
-    return kernel.layer(kernel.Kernel(check, forward, backward), kernel.no_params, name)
+    rule = kernel.Kernel(check, forward, backward, dx_memory="dy")  # dx is a view of dy
+    return kernel.layer(rule, kernel.no_params, name)
 
 
 __all__ = ["Flatten"]
