@@ -63,13 +63,15 @@ class Kernel(NamedTuple):
     ``composite``: how ``serial`` and ``residual`` describe their children to
     :mod:`funcnn.program` (None for every other kernel).
 
-    Two facts about memory let a program free and reuse it (:mod:`funcnn.program`);
-    neither changes a result. ``dx_memory``: what the backward's ``dx`` is, ``"new"``
-    (an array sharing memory with nothing else: not ``saved``, params or ``dy``),
-    ``"dy"`` (``dy`` itself, or a view of it) or None (not known: user layers).
-    ``backward_into_dy``: the backward again, allowed to write ``dx`` into ``dy``'s
-    memory; a program calls it when nothing else can see ``dy`` (ReLU's ``dx`` then
-    costs no new memory: on a CNN that is an activation-sized array per ReLU).
+    Facts about memory let a program reuse it (:mod:`funcnn.program`); none changes a
+    result. ``y_memory``: what the forward's ``y`` is, ``"new"`` (an array sharing memory
+    with nothing else: not ``saved``, params or ``x``), ``"x"`` (``x`` itself or a view of
+    it) or None (not known: user layers, or ``y`` is kept in ``saved``). ``dx_memory``:
+    the same for the backward's ``dx`` (``"new"``, ``"dy"`` or None). ``forward_into_x``
+    and ``backward_into_dy``: the forward and backward again, allowed to write ``y`` into
+    ``x``'s (``dx`` into ``dy``'s) memory; a program calls them when nothing else can see
+    that array (ReLU then costs no new memory: on a CNN, an activation-sized array
+    each way).
     """
 
     check: Callable[..., None]
@@ -78,7 +80,9 @@ class Kernel(NamedTuple):
     random: bool = False
     stateful: bool = False
     composite: tuple | None = None
+    y_memory: str | None = None
     dx_memory: str | None = None
+    forward_into_x: Callable[..., tuple[Any, State | None, Any]] | None = None
     backward_into_dy: Callable[..., tuple[Params, Any]] | None = None
 
 

@@ -21,10 +21,11 @@ where it sits). ``Program.source`` shows the generated code.
 
 Memory: every intermediate is dropped (``del``) right after its last use, and
 ``backward`` empties the ``saved`` list it is given, so each layer's saved arrays are
-freed as soon as its backward has run. Where a kernel may overwrite ``dy``
-(``Kernel.backward_into_dy``: ReLU) and nothing else can see that array (it is dead
-after the call and came from a kernel whose ``dx_memory`` is ``"new"``), the program
-calls that variant: its ``dx`` takes no new memory.
+freed as soon as its backward has run. Where a kernel may overwrite its input
+(``Kernel.forward_into_x``, ``Kernel.backward_into_dy``: ReLU) and nothing else can
+see that array (it is dead after the call and came from a kernel whose ``y_memory`` or
+``dx_memory`` is ``"new"``), the program calls that variant: its output takes no new
+memory.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def compile_program(rule: Kernel, layout: Layout, with_key: bool, with_state: bo
     back("dy", False)
     saved = ", ".join(w.saved)
     forward_return = f"return {y}, {new_state or 'None'}, [{saved}]"
-    forward = _with_deletes(w.forward, before=[], after=forward_return)
-    backward = _with_deletes(_backward_calls(w.backward, w.fresh), before=w.saved, after="")
+    forward = _with_deletes(_reuse_inputs(w.forward, w.fresh), before=[], after=forward_return)
+    backward = _with_deletes(_reuse_inputs(w.backward, w.fresh), before=w.saved, after="")
     # a kernel's error is re-raised with the steps around the line that called it
     # (the traceback's line number in the generated function: free until something raises)
     lines, where = [], {}
@@ -87,17 +88,15 @@ def compile_program(rule: Kernel, layout: Layout, with_key: bool, with_state: bo
     return Program(scope["forward"], scope["backward"], source)
 
 
-class _BackwardCall(NamedTuple):
-    """One kernel's backward call, written out once it is known whether ``dy`` may be
-    overwritten (:func:`_backward_calls`)."""
+class _Call(NamedTuple):
+    """A kernel call that may run in place: written out by :func:`_reuse_inputs`, once it
+    is known whether its input (``x`` forward, ``dy`` backward) may be overwritten."""
 
-    dy: str
-    dx: str | None  # None: no dx wanted
-    saved: str
-    grads: str
-    backward: str  # the names of the kernel's functions in the program's scope
-    into_dy: str | None
-    dx_memory: str | None
+    input: str
+    output: str | None  # None: the output is not wanted (a backward without dx)
+    memory: str | None  # the output is "new", the "input" or a view of it, or None: not known
+    plain: str  # the line that calls the kernel's function
+    in_place: str | None  # the line that calls its variant that may overwrite the input
 
 
 _STRINGS = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
@@ -109,27 +108,26 @@ def _names(line: str) -> set[str]:
     return set(_LOCALS.findall(_STRINGS.sub("''", line)))
 
 
-def _backward_calls(steps: list, fresh: set[str]) -> list[tuple[str, tuple]]:
-    """The backward's lines: each kernel call uses ``backward_into_dy`` when its ``dy`` is
-    owned (an array nothing else refers to: made by a ``"new"`` kernel, or ``fresh`` here)
-    and not read after the call."""
+def _reuse_inputs(steps: list, fresh: set[str]) -> list[tuple[str, tuple]]:
+    """The lines of ``steps``: each kernel call runs in place when its input is owned (an
+    array nothing else refers to: made by a kernel whose output is ``"new"``, or ``fresh``
+    here) and not read after the call. (A kernel's ``"new"`` output written into its
+    input is still owned: the input was, and is dead.)"""
     last = {}
     for i, (step, _) in enumerate(steps):
-        for name in (_names(step) if isinstance(step, str) else (step.dy,)):
+        for name in _names(step if isinstance(step, str) else step.plain):
             last[name] = i
     owned, lines = set(fresh), []
     for i, (step, where) in enumerate(steps):
         if isinstance(step, str):
             lines.append((step, where))
             continue
-        reusable = step.dy in owned and last[step.dy] == i
-        in_place = reusable and step.into_dy is not None
-        if step.dx is not None and (in_place or step.dx_memory == "new"
-                                    or (step.dx_memory == "dy" and reusable)):
-            owned.add(step.dx)
-        call = step.into_dy if in_place else step.backward
-        arguments = f"{step.saved}, {step.dy}, {step.grads}, {step.dx is not None}"
-        lines.append((f"_, {step.dx or '_'} = {call}({arguments})", where))
+        reusable = step.input in owned and last[step.input] == i
+        in_place = reusable and step.in_place is not None
+        if step.output is not None and (step.memory == "new"
+                                        or (step.memory == "input" and reusable)):
+            owned.add(step.output)
+        lines.append((step.in_place if in_place else step.plain, where))
     return lines
 
 
@@ -168,7 +166,7 @@ class _Writer:
         self.backward: list[tuple[str, tuple]] = []
         self.scope: dict = {}
         self.saved: list[str] = []
-        self.fresh: set[str] = set()  # backward variables that are new arrays (see _backward_calls)
+        self.fresh: set[str] = set()  # variables that are new arrays (see _reuse_inputs)
         self.opaque_calls = 0  # user layers emitted so far
         self.unchecked = False  # the next input comes from a user layer: check it
         self._count = 0
@@ -182,6 +180,16 @@ class _Writer:
         self.scope[name] = value
         return name
 
+
+    def kernel_call(self, source: str, target: str | None, memory: str | None, same: str,
+                    line: Callable[[str], str], function: Callable, in_place: Callable | None,
+                    prefix: str) -> _Call:
+        """A :class:`_Call` of ``function`` (or ``in_place``), ``line(name)`` the line that
+        calls the function of that name; ``memory`` is the kernel's ``y_memory`` or
+        ``dx_memory``, in which ``same`` means the input."""
+        variant = line(self.const(in_place, prefix)) if in_place is not None else None
+        memory = "input" if memory == same else memory
+        return _Call(source, target, memory, line(self.const(function, prefix)), variant)
 
     def check(self, rule: Kernel, p: str, x: str, k: str, s: str | None, where: tuple) -> None:
         """Emit ``rule.check``: for inputs a user layer made (their shapes are not known
@@ -206,15 +214,22 @@ class _Writer:
             self.check(rule, p, x, k, s, where)
         self.unchecked = rule.check is no_check
         self.opaque_calls += self.unchecked
-        f, b = self.const(rule.forward, "F"), self.const(rule.backward, "B")
-        into_dy = self.const(rule.backward_into_dy, "B") if rule.backward_into_dy else None
         y, ns, saved = self.var("y"), self.var("n") if s is not None else "_", self.var("s")
         self.saved.append(saved)
-        self.forward.append((f"{y}, {ns}, {saved} = {f}({p}, {x}, {k}, {s or 'None'}, M)", where))
+        def call(f):
+            return f"{y}, {ns}, {saved} = {f}({p}, {x}, {k}, {s or 'None'}, M)"
+
+        self.forward.append((self.kernel_call(x, y, rule.y_memory, "x", call, rule.forward,
+                                              rule.forward_into_x, "F"), where))
 
         def back(dy: str, need_dx: bool):
             d = self.var("d") if need_dx else None
-            self.backward.append((_BackwardCall(dy, d, saved, o, b, into_dy, rule.dx_memory), where))
+
+            def call(b):
+                return f"_, {d or '_'} = {b}({saved}, {dy}, {o}, {need_dx})"
+
+            self.backward.append((self.kernel_call(dy, d, rule.dx_memory, "dy", call, rule.backward,
+                                                   rule.backward_into_dy, "B"), where))
             return d
 
         return y, (ns if s is not None else None), back
@@ -262,6 +277,7 @@ class _Writer:
         if self.opaque_calls > opaque_before:  # a user layer inside: its shapes are not known
             self.forward.append((f"{self.const(check_skip, 'R')}({x}, {y})", where))
         out = self.var("r")
+        self.fresh.add(out)
         self.forward.append((f"{out} = {x} + {y}", where))
         self.unchecked = False
 

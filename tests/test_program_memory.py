@@ -40,37 +40,54 @@ def assert_fast_equals_generic(model, x, y, loss=fn.losses.mse):
             np.testing.assert_array_equal(fn.tree.flatten(grads)[path], leaf, err_msg=path)
 
 
-def backward_calls(model) -> list:
-    """The kernel functions a model's program calls in its backward, in order."""
+def kernel_calls(model) -> dict[str, list]:
+    """The kernel functions a model's program calls, in order, in its forward and backward."""
     program = compile_program(kernel_of(model), layout_of(model.init(0)), False, False)
-    scope = program.backward.__globals__
-    backward = program.source.split("def backward")[1]
-    calls = [line.split("= ")[1].split("(")[0] for line in backward.splitlines()
-             if line.strip().startswith("_, ")]
-    return [scope[name] for name in calls]
+    scope = program.forward.__globals__
+    forward, backward = program.source.split("def backward")
+    return {part: [scope[line.split("= ")[1].split("(")[0]] for line in text.splitlines()
+                   if " = " in line and line.split("= ")[1][:1] in "FB"]
+            for part, text in (("forward", forward), ("backward", backward))}
 
 
-def runs_in_place(relu, calls) -> bool:
-    assert (relu.kernel.backward_into_dy in calls) != (relu.kernel.backward in calls)
-    return relu.kernel.backward_into_dy in calls
+def in_place(relu, calls) -> tuple[bool | None, bool | None]:
+    """Whether ``relu``'s forward and backward run in place (None: not called)."""
+    rule = relu.kernel
+    found = []
+    for part, variants in (("forward", (rule.forward_into_x, rule.forward)),
+                           ("backward", (rule.backward_into_dy, rule.backward))):
+        called = [f in calls[part] for f in variants]
+        assert called.count(True) <= 1
+        found.append(called[0] if any(called) else None)
+    return tuple(found)
 
 
 def test_relu_after_a_layer_that_makes_new_arrays_runs_in_place():
     first, second = L.ReLU(), L.ReLU()
     model = fn.serial(L.Conv2d(1, 4, 3), first, L.MaxPool2d(2), L.Flatten(), L.Linear(4, 8),
                       second, L.Linear(8, 2))
-    calls = backward_calls(model)
-    # the Linear's dx and the max pool's dx (through Flatten's view of it) are new arrays
-    assert runs_in_place(first, calls) and runs_in_place(second, calls)
+    calls = kernel_calls(model)
+    # the forward: the outputs of Conv2d and Linear are new arrays; the backward: the dx of
+    # Linear and of the max pool (through Flatten's view of it) are
+    assert in_place(first, calls) == in_place(second, calls) == (True, True)
 
 
-def test_relu_whose_dy_is_read_again_or_comes_from_the_loss_does_not_overwrite_it():
-    inner, last = L.ReLU(), L.ReLU()
-    # the residual reads dy again after the block's backward; the loss's dpred is not ours
-    model = fn.serial(L.Linear(3, 4), fn.residual(fn.serial(L.Linear(4, 4), inner)),
-                      L.Linear(4, 4), last)
-    calls = backward_calls(model)
-    assert not runs_in_place(inner, calls) and not runs_in_place(last, calls)
+def test_relu_whose_input_is_read_again_or_not_ours_does_not_overwrite_it():
+    inner, last, after_relu = L.ReLU(), L.ReLU(), L.ReLU()
+    # the residual reads x again after the block's forward and dy after its backward;
+    # the data and the loss's dpred are not the program's; a ReLU's output is kept
+    model = fn.serial(after_relu, L.Linear(3, 4), fn.residual(fn.serial(L.Linear(4, 4), inner)),
+                      L.Linear(4, 4), L.ReLU(), last)
+    calls = kernel_calls(model)
+    assert in_place(inner, calls) == (True, False)  # its input is the block's Linear output
+    assert in_place(last, calls) == (False, False)
+    assert in_place(after_relu, calls) == (False, None)  # no dx before the first params
+
+
+def test_a_residual_block_whose_input_is_a_new_array_keeps_it_for_the_sum():
+    first = L.ReLU()
+    model = fn.serial(L.Linear(3, 4), fn.residual(fn.serial(first, L.Linear(4, 4))))
+    assert in_place(first, kernel_calls(model))[0] is False
 
 
 @pytest.mark.parametrize("model", [
@@ -81,8 +98,11 @@ def test_relu_whose_dy_is_read_again_or_comes_from_the_loss_does_not_overwrite_i
               L.Sigmoid(), L.Linear(4, 2)),
     fn.serial(L.Linear(3, 4), fn.residual(fn.residual(L.ReLU())), L.Linear(4, 2)),
     fn.serial(L.Linear(3, 4), L.ReLU(), fn.residual(L.Identity()), L.ReLU(), L.Linear(4, 2)),
+    fn.serial(L.Linear(3, 4), fn.residual(fn.serial(L.ReLU(), L.Linear(4, 4))), L.ReLU(),
+              L.Linear(4, 2)),
+    fn.serial(L.Linear(3, 4), L.Dropout(0.0), L.ReLU(), L.Flatten(), L.ReLU(), L.Linear(4, 2)),
 ], ids=["residual-relu", "residual-tanh-sigmoid", "identities", "nested-residuals",
-        "residual-identity"])
+        "residual-identity", "residual-starting-with-relu", "views"])
 def test_reusing_dy_gives_the_generic_paths_bits(model):
     x = np.random.default_rng(0).normal(size=(7, 3))
     assert_fast_equals_generic(model, x, np.ones((7, 2)))

@@ -19,15 +19,18 @@ from funcnn.types import Layer
 
 
 def _activation(name: str, forward, backward, uses_input: bool = True, check_x=None,
-                dx_memory: str = "new", into_dy: bool = False) -> Layer:
+                dx_memory: str = "new", into_x: bool = False, into_dy: bool = False) -> Layer:
     """Build a parameterless layer from ``forward(x) -> y`` and ``backward(x, y, dy) -> dx``.
 
     ``uses_input=False`` says ``backward`` reads only ``y`` and ``dy``, so ``x`` is not
     kept for it. ``dy`` reaches ``backward`` cast to ``y``'s dtype. ``check_x(x)``
     checks more of the input (Softmax's axis). ``dx_memory`` is the kernel's (see
-    :class:`funcnn.kernel.Kernel`). ``into_dy=True``: ``backward`` also takes ``out=``
-    and then writes ``dx`` there; a program passes ``out=dy`` when it owns ``dy``.
+    :class:`funcnn.kernel.Kernel`; ``y`` is kept, so ``y_memory`` is None).
+    ``into_x=True``: ``forward`` also takes ``out=`` (``into_dy``: ``backward`` does)
+    and writes its result there; a program passes ``out=x`` (``out=dy``) when it owns
+    that array. Only a backward that does not read ``x`` allows that.
     """
+    assert not (into_x and uses_input), "the backward reads x: the forward cannot overwrite it"
 
 
     def check(params, x, key, state, mode):
@@ -36,14 +39,12 @@ def _activation(name: str, forward, backward, uses_input: bool = True, check_x=N
         if check_x is not None:
             check_x(x)
 
-    if uses_input:
+    def forward_rule(in_place: bool):
         def kernel_forward(params, x, key, state, mode):
-            y = forward(x)
-            return y, state, (x, y)
-    else:  # the backward reads only y: keep nothing else
-        def kernel_forward(params, x, key, state, mode):
-            y = forward(x)
-            return y, state, y
+            y = forward(x, out=x) if in_place else forward(x)
+            return y, state, ((x, y) if uses_input else y)
+
+        return kernel_forward
 
     def backward_rule(in_place: bool):
         def kernel_backward(saved, dy, out, need_dx):
@@ -56,7 +57,8 @@ def _activation(name: str, forward, backward, uses_input: bool = True, check_x=N
 
         return kernel_backward
 
-    rule = kernel.Kernel(check, kernel_forward, backward_rule(False), dx_memory=dx_memory,
+    rule = kernel.Kernel(check, forward_rule(False), backward_rule(False), dx_memory=dx_memory,
+                         forward_into_x=forward_rule(True) if into_x else None,
                          backward_into_dy=backward_rule(True) if into_dy else None)
     return kernel.layer(rule, kernel.no_params, name)
 
@@ -64,9 +66,9 @@ def _activation(name: str, forward, backward, uses_input: bool = True, check_x=N
 def ReLU() -> Layer:
     """``y = max(x, 0)``; ``dy/dx = 1 if x > 0 else 0``."""
     # y > 0 exactly where x > 0 (NaN included), so the backward needs only y
-    return _activation("ReLU()", lambda x: np.maximum(x, _ZEROS.get(x.dtype, 0)),
+    return _activation("ReLU()", lambda x, out=None: np.maximum(x, _ZEROS.get(x.dtype, 0), out=out),
                        lambda x, y, dy, out=None: np.multiply(dy, y > _ZEROS.get(y.dtype, 0), out),
-                       uses_input=False, into_dy=True)
+                       uses_input=False, into_x=True, into_dy=True)
 
 
 def LeakyReLU(negative_slope: float = 0.01) -> Layer:

@@ -112,7 +112,8 @@ def _conv(n, kind, in_channels, out_channels, kernel_size, stride, padding, dila
             {"weight": dweight, "bias": dbias} if use_bias else {"weight": dweight})
         return grads, dx
 
-    return kernel.layer(kernel.Kernel(check, forward, backward, dx_memory="new"), init, name)
+    rule = kernel.Kernel(check, forward, backward, y_memory="new", dx_memory="new")
+    return kernel.layer(rule, init, name)
 
 
 def MaxPool1d(kernel_size, stride=None, padding=0) -> Layer:
@@ -172,7 +173,8 @@ def _pool(n, kind, kernel_size, stride, padding, pool_forward, pool_backward) ->
     def backward(saved, dy, out, need_dx):
         return {}, (pool_backward(saved, dy) if need_dx else None)
 
-    return kernel.layer(kernel.Kernel(check, forward, backward, dx_memory="new"), kernel.no_params, name)
+    rule = kernel.Kernel(check, forward, backward, y_memory="new", dx_memory="new")
+    return kernel.layer(rule, kernel.no_params, name)
 
 
 def _check_leaves(params, name: str, shapes: dict, leaves: tuple) -> None:

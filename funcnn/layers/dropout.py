@@ -56,7 +56,7 @@ def Dropout(rate: float) -> Layer:
             return {}, dy
         return {}, dy.astype(scaled_mask.dtype, copy=False) * scaled_mask
 
-    rule = kernel.Kernel(check, forward, backward, random=True, dx_memory="dy")
+    rule = kernel.Kernel(check, forward, backward, random=True, y_memory="x", dx_memory="dy")
     return kernel.layer(rule, kernel.no_params, name)
 
 

@@ -94,7 +94,8 @@ def Linear(in_features: int, out_features: int, *, init: str = "he", dtype=np.fl
         dx = product(dy, weight)  # dy W
         return grads, (dx if len(x_shape) == 2 else dx.reshape(x_shape))
 
-    return kernel.layer(kernel.Kernel(check, forward, backward, dx_memory="new"), init_params, name)
+    rule = kernel.Kernel(check, forward, backward, y_memory="new", dx_memory="new")
+    return kernel.layer(rule, init_params, name)
 
 
 # np.dot has less call overhead on small matrices; np.matmul picks faster BLAS calls on

@@ -26,7 +26,7 @@ def Flatten() -> Layer:
     def backward(x_shape, dy, out, need_dx):
         return {}, (dy.reshape(x_shape) if need_dx else None)
 
-    rule = kernel.Kernel(check, forward, backward, dx_memory="dy")  # dx is a view of dy
+    rule = kernel.Kernel(check, forward, backward, y_memory="x", dx_memory="dy")  # views
     return kernel.layer(rule, kernel.no_params, name)
 
 
