@@ -134,15 +134,17 @@ def elementwise_optimizer(rule: ElementwiseRule, init: Callable[[Params], State]
     """The optimizer of ``rule``: ``update`` checks its arguments, runs the step's kernel
     over the whole tree (:func:`apply_rule`) and advances the counters."""
     memo: list = [None]  # the last params layout seen (see prepare_update)
+    where, names, schedule, kernel_at, decay_of = rule  # locals: small models pay per lookup
 
     def update(grads: Params, state: State, params: Params, *,
                donate: bool = False) -> tuple[Params, State]:
-        prepared = prepare_update(rule.where, grads, state, params, rule.entries, memo)
-        kernel = rule.kernel_at(prepared.step)
-        new_params, entries = apply_rule(kernel, prepared, params, rule.decay_of(params),
+        prepared = prepare_update(where, grads, state, params, names, memo)
+        step = prepared.step
+        new_params, entries = apply_rule(kernel_at(step), prepared, params, decay_of(params),
                                          donate=donate)
-        return new_params, next_state(rule.schedule, prepared.step,
-                                      **dict(zip(rule.entries, entries)))
+        new_state = next_state(schedule, step)
+        new_state.update(zip(names, entries))
+        return new_params, new_state
 
     return ElementwiseOptimizer(init, update, rule=rule)
 
