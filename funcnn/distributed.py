@@ -11,6 +11,10 @@ so every rank applies the same update and holds the same params after every step
 the run is a one-process run up to rounding. A rank with no rows adds zeros but still
 joins the Allreduce, so nothing hangs.
 
+``fit(..., comm=comm)`` goes one step further with the element-wise optimizers (``sgd``,
+``rmsprop``, ``adam``, ``adamw``): instead of every rank updating all params, each updates
+its 1/N of them (:func:`sharded_update`: Reduce_scatter, the range update, Allgather).
+
 ``comm`` is an mpi4py intracommunicator (``MPI.COMM_WORLD``), or None for one process;
 funcnn never imports mpi4py itself (``pip install "funcnn[mpi]"`` installs it):
 
