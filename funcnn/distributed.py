@@ -42,7 +42,13 @@ import numpy as np
 from funcnn import tree as _tree
 from funcnn.errors import DistributedError, MPIUnavailableError
 from funcnn.layout import Layout, layout_of
-from funcnn.optim.base import ElementwiseOptimizer, ElementwiseRule, State, range_state, update_range
+from funcnn.optim.base import (
+    ElementwiseOptimizer,
+    ElementwiseRule,
+    State,
+    range_state,
+    update_range,
+)
 from funcnn.random import Key, fold_in
 from funcnn.types import Params
 
@@ -666,7 +672,22 @@ def _kind(value: Any) -> str:
 
 
 __all__ = [
-    "allreduce_grads", "allreduce_mean", "allreduce_state", "broadcast_params", "check_same",
-    "data_parallel", "is_root", "num_ranks", "on_root", "raise_together", "rank", "rank_key",
-    "require_comm", "shard", "shards", "sharded_update", "sum_grads", "ShardedUpdate",
+    "ShardedUpdate",
+    "allreduce_grads",
+    "allreduce_mean",
+    "allreduce_state",
+    "broadcast_params",
+    "check_same",
+    "data_parallel",
+    "is_root",
+    "num_ranks",
+    "on_root",
+    "raise_together",
+    "rank",
+    "rank_key",
+    "require_comm",
+    "shard",
+    "sharded_update",
+    "shards",
+    "sum_grads",
 ]

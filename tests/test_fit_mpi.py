@@ -7,7 +7,7 @@ import pathlib
 
 import numpy as np
 import pytest
-from helpers.fit_mpi_program import run
+from helpers.fit_mpi_program import flat_result, run, run_sharded
 from test_distributed import mpiexec, run_mpi  # noqa: F401 -- the fixture and the launcher
 
 import funcnn as fn
@@ -130,9 +130,6 @@ def test_ctrl_c_on_mpiexec_leaves_a_resumable_checkpoint(mpiexec, tmp_path):
 
 # --- the sharded update: element-wise optimizers update 1/N of the params on each rank ------
 
-from helpers.fit_mpi_program import flat_result, run_sharded  # noqa: E402
-
-
 def assert_close_trees(got: dict, want: dict, prefix: str, rtol=1e-10):
     keys = [k for k in want if k.startswith(prefix)]
     assert keys and sorted(k for k in got if k.startswith(prefix)) == sorted(keys)
@@ -140,8 +137,9 @@ def assert_close_trees(got: dict, want: dict, prefix: str, rtol=1e-10):
         np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=1e-13, err_msg=k)
 
 
-def one_process(name, folder, width=8, epochs=5):
-    result, calls = run_sharded(name, None, folder, width=width, epochs=epochs)
+def one_process(name, folder, width=8, epochs=5, batch_size=10):
+    result, calls = run_sharded(name, None, folder, width=width, epochs=epochs,
+                                batch_size=batch_size)
     assert calls == 0
     return flat_result(result), fn.load(folder / "latest.ckpt")
 
@@ -169,6 +167,18 @@ def test_sharded_fit_is_the_one_process_run_with_the_full_state(mpiexec, tmp_pat
     got_ckpt = fn.load(tmp_path / "ckpt" / "latest.ckpt")
     assert_close_trees(fn.tree.flatten(got_ckpt["opt_state"]),
                        fn.tree.flatten(want_ckpt["opt_state"]), "")
+
+
+def test_sharded_fit_with_a_rank_without_rows(mpiexec, tmp_path):
+    """Batches of 2 rows on 3 ranks: rank 2 never has rows and adds zeros to the
+    Reduce_scatter (its range of the update still runs)."""
+    run_mpi(mpiexec, 3, [PROGRAM, "sharded", "adam", tmp_path, 8, "--batch", 2], tmp_path)
+    results = ranks_results(tmp_path, 3)
+    assert_bitwise_same_on_every_rank(results)
+    assert [int(r["range_updates"]) for r in results] == [5 * 27] * 3
+    want, _ = one_process("adam", tmp_path / "one", batch_size=2)
+    for prefix in ("params.", "opt_state.", "history."):
+        assert_close_trees(results[0], want, prefix)
 
 
 def test_a_non_elementwise_optimizer_falls_back_to_the_whole_update(mpiexec, tmp_path):

@@ -2,6 +2,8 @@
 bitwise the whole-tree update there, for every element-wise optimizer; and which
 optimizers are element-wise."""
 
+import itertools
+
 import numpy as np
 import pytest
 from helpers.optim_problems import frozen, nested_params, wavy_grad
@@ -34,7 +36,7 @@ def ranged_updates(opt, params, cuts, steps):
     on its own (as one rank would), the new params joined again after every step."""
     rule, layout = opt.rule, layout_of(params)
     state = opt.init(params)
-    states = [range_state(rule, layout, state, params, lo, hi) for lo, hi in zip(cuts, cuts[1:])]
+    states = [range_state(rule, layout, state, params, lo, hi) for lo, hi in itertools.pairwise(cuts)]
     for _ in range(steps):
         grads = layout.flat(wavy_grad(params))
         new_flat = np.empty(layout.size, layout.dtype)

@@ -28,8 +28,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnn import tree
-from funcnn.errors import StructureError
 from funcnn.elementwise import PARALLEL_MIN, run_elementwise
+from funcnn.errors import StructureError
 from funcnn.layout import Layout, layout_of
 from funcnn.types import Params
 
@@ -123,7 +123,7 @@ class ElementwiseOptimizer(DonatingOptimizer):
     rule: ElementwiseRule
 
     def __new__(cls, init: Callable[[Params], State], update: Callable[..., tuple[Params, State]],
-                *, rule: ElementwiseRule) -> ElementwiseOptimizer:
+                *, rule: ElementwiseRule) -> ElementwiseOptimizer:  # noqa: PYI034
         self = super().__new__(cls, init, update)
         self.rule = rule
         return self

@@ -6,10 +6,10 @@ import numpy as np
 
 from funcnn import tree
 from funcnn.optim.base import (
-    Mask,
     ElementwiseOptimizer,
     ElementwiseRule,
     Kernel,
+    Mask,
     Schedule,
     State,
     as_schedule,

@@ -1,7 +1,7 @@
 """``fn.fit(..., comm=MPI.COMM_WORLD)`` under ``mpiexec -n N`` for tests/test_fit_mpi.py.
 
     python fit_mpi_program.py MODEL OUT [--stop-after K] [--resume]
-    python fit_mpi_program.py sharded OPTIMIZER OUT WIDTH [--stop-at K] [--resume]
+    python fit_mpi_program.py sharded OPTIMIZER OUT WIDTH [--stop-at K] [--resume] [--batch B]
 
 MODEL is ``mlp``, ``bn`` (per-rank BatchNorm statistics), ``syncbn`` (BatchNorm with
 ``sync=comm``) or ``dropout``. Every rank writes ``OUT/rank<r>.npz`` (its final params
@@ -86,7 +86,8 @@ def stopping_schedule(stop_at):
     return lr
 
 
-def run_sharded(name, comm, folder=None, *, width=8, stop_at=None, resume=False, epochs=5):
+def run_sharded(name, comm, folder=None, *, width=8, stop_at=None, resume=False, epochs=5,
+                batch_size=10):
     """fit with optimizer SHARDED[name] and lr_on_plateau; returns the FitResult and how many
     range updates (update_range calls) this rank ran."""
     import funcnn.distributed as dist
@@ -104,7 +105,8 @@ def run_sharded(name, comm, folder=None, *, width=8, stop_at=None, resume=False,
     dist.update_range = counting
     try:
         result = fn.fit(net, fn.losses.mse, SHARDED[name](stopping_schedule(stop_at)), net.init(0),
-                        train, val=val, epochs=epochs, batch_size=10, key=7, progress="lines",
+                        train, val=val, epochs=epochs, batch_size=batch_size, key=7,
+                        progress="lines",
                         checkpoint_dir=folder, resume=resume, comm=comm, keep_best=2,
                         lr_on_plateau=fn.callbacks.ReduceLROnPlateau(factor=0.5, patience=0,
                                                                      threshold=0.5))
@@ -123,11 +125,12 @@ def flat_result(result):
 
 
 def main_sharded(comm, argv):
-    """sharded NAME OUT WIDTH [--stop-at K] [--resume]"""
+    """sharded NAME OUT WIDTH [--stop-at K] [--resume] [--batch B]"""
     name, out, width = argv[0], argv[1], int(argv[2])
     stop_at = int(argv[argv.index("--stop-at") + 1]) if "--stop-at" in argv else None
+    batch = int(argv[argv.index("--batch") + 1]) if "--batch" in argv else 10
     result, calls = run_sharded(name, comm, f"{out}/ckpt", width=width, stop_at=stop_at,
-                                resume="--resume" in argv)
+                                resume="--resume" in argv, batch_size=batch)
     np.savez(f"{out}/rank{comm.Get_rank()}.npz", stop_reason=str(result.stop_reason),
              range_updates=calls, **flat_result(result))
 
