@@ -418,7 +418,23 @@ def sharded_update(optimizer: Any, params: Params, comm: Any) -> ShardedUpdate |
     ``rmsprop``, ``adam``, ``adamw``: :class:`funcnn.optim.ElementwiseOptimizer`) on
     params of one float dtype; None for one process and for anything else (``chain``,
     ``accumulate``, ``ema``, ``masked``, user optimizers), which every rank then runs
-    whole on the summed grads (:func:`sum_grads`)."""
+    whole on the summed grads (:func:`sum_grads`).
+
+    ``fit(..., comm=comm)`` uses it; in a loop of your own it takes each rank's grads
+    weighted by its share of the rows, unsummed::
+
+        update = fn.distributed.sharded_update(opt, params, comm)
+        opt_state = update.scatter(opt.init(params), params)   # this rank's range
+        for xb, yb in batches:                                 # the same on every rank
+            mine = fn.distributed.shard(len(xb), comm)
+            rows = mine.stop - mine.start
+            grads = None                                       # a rank without rows
+            if rows:
+                _, grads = value_and_grad(params, xb[mine], yb[mine])
+                grads = fn.tree.map(lambda g: g * (rows / len(xb)), grads)
+            params, opt_state = update.update(grads, opt_state, params)
+        full = update.gather_state(opt_state)   # every rank calls it, e.g. to checkpoint
+    """
     comm = _peers(comm)
     if comm is None or not isinstance(optimizer, ElementwiseOptimizer):
         return None
