@@ -10,12 +10,17 @@ random order per round), so a burst of noise hits all of them alike:
 
 - T4 (784-1024-1024-10, batch 256, softmax cross-entropy, Adam, float32): one process
   with one BLAS thread (``comm=None``), ``mpiexec -n 1`` and ``-n 2`` with one BLAS
-  thread per rank, and one process with two BLAS threads. A step is
+  thread per rank, and one process with two BLAS threads. Each rank takes its rows of
+  the global batch of 256. Three steps on 2 ranks: the hand-written loop,
   ``fn.distributed.data_parallel(fn.value_and_grad(model, loss), comm)`` then
-  ``opt.update``: each rank takes its rows of the global batch of 256, and one
-  Allreduce sums the grads. Steps/s are of global steps; samples/s = 256 x steps/s.
+  ``opt.update`` (weighting pass, one Allreduce, the whole update on every rank);
+  ``fit``'s step with the whole update (the loss gradient weighted inside the backward,
+  an in-place Allreduce: fit with an optimizer it cannot shard); and ``fit``'s sharded
+  step (Reduce_scatter, each rank's half of the Adam update, Allgather: fit with Adam).
+  Steps/s are of global steps; samples/s = 256 x steps/s.
 - Allreduce of float32 buffers on 2 ranks, 1 KiB to 64 MiB (T4's and T6's grads among
-  them), and a fit of ``t = latency + bytes / bandwidth`` (ring on 2 ranks).
+  them), and a fit of ``t = latency + bytes / bandwidth`` (ring on 2 ranks); the
+  Reduce_scatter and the in-place Allgather of T4's grads that the sharded step runs.
 
 T6 (mnist-cnn, issue 11) joins the step table by itself once ``fn.layers`` has
 ``Conv2d``, ``MaxPool2d`` and ``Flatten`` (see :func:`t6_bench`). No figure here is
@@ -43,14 +48,18 @@ from benchmarks import harness
 from benchmarks import workloads as W
 
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-# (label, ranks under mpiexec or None for a plain process, BLAS threads per process)
+# (label, ranks under mpiexec or None for a plain process, BLAS threads per process, step:
+# "loop" data_parallel + opt.update, "fit" fit's step with the whole update, "sharded" fit's
+# sharded step; see step_worker)
 CONFIGS = (
-    ("1 process, 1 thread (comm=None)", None, 1),
-    ("mpiexec -n 1, 1 thread", 1, 1),
-    ("mpiexec -n 2, 1 thread per rank", 2, 1),
-    ("1 process, 2 threads (comm=None)", None, 2),
+    ("1 process, 1 thread (comm=None)", None, 1, "loop"),
+    ("mpiexec -n 1, 1 thread", 1, 1, "loop"),
+    ("mpiexec -n 2, 1 thread per rank: data_parallel loop, whole update", 2, 1, "loop"),
+    ("mpiexec -n 2, 1 thread per rank: fit's step, whole update", 2, 1, "fit"),
+    ("mpiexec -n 2, 1 thread per rank: fit's step, sharded update", 2, 1, "sharded"),
+    ("1 process, 2 threads (comm=None)", None, 2, "loop"),
 )
-BASELINE, TWO_RANKS = CONFIGS[0][0], CONFIGS[2][0]
+BASELINE, TWO_RANKS = CONFIGS[0][0], CONFIGS[4][0]
 QUIET_CORES, QUIET_PAUSE = 0.25, 5.0  # see run_quiet
 FULL = {"rounds": 5, "steps": 40, "warmup": 5, "allreduce_rounds": 15, "profile_rounds": 10,
         "quiet_tries": 6}
@@ -117,7 +126,51 @@ def t6_params() -> int:
 # --- workers (run under mpiexec or alone; print one JSON line on rank 0) -------------------
 
 
-def step_worker(workload: str, steps: int, warmup: int, use_mpi: bool) -> dict:
+def loop_step(b: Bench, opt, comm):
+    """The hand-written loop's step: ``data_parallel`` (weighting pass, one Allreduce),
+    then ``opt.update`` of all params on every rank."""
+    import funcnn as fn
+
+    step = fn.distributed.data_parallel(fn.value_and_grad(b.model, b.loss), comm)
+
+    def run(params, state, xb, yb):
+        loss, grads = step(params, xb, yb)
+        return (loss, *opt.update(grads, state, params))
+
+    return run, opt.init
+
+
+def fit_step(b: Bench, opt, comm, sharded: bool):
+    """``fit``'s data-parallel step (funcnn/train.py): this rank's loss gradient weighted by
+    its rows' share inside the backward, then either an in-place Allreduce and the whole
+    update, or the sharded update (Reduce_scatter, this rank's range, Allgather)."""
+    import funcnn as fn
+    from funcnn.grad import _value_and_grad_core, loss_gradient_rule
+
+    core = _value_and_grad_core(b.model, loss_gradient_rule(b.loss))
+    sharding = None
+    if sharded:
+        sharding = fn.distributed.sharded_update(opt, b.model.init(fn.random.key(0)), comm)
+        assert sharding is not None, "Adam on one float32 layout over 2 ranks shards"
+
+    def run(params, state, xb, yb):
+        mine = fn.distributed.shard(len(xb), comm)
+        rows = mine.stop - mine.start
+        loss, grads = core(params, xb[mine], yb[mine], None, None, rows / len(xb))
+        loss = fn.distributed.allreduce_mean(loss, rows, len(xb), comm)
+        if sharding is not None:
+            return (loss, *sharding.update(grads, state, params))
+        grads = fn.distributed.sum_grads(grads, comm, like=params)
+        return (loss, *opt.update(grads, state, params))
+
+    def init(params):
+        state = opt.init(params)
+        return state if sharding is None else sharding.scatter(state, params)
+
+    return run, init
+
+
+def step_worker(workload: str, steps: int, warmup: int, use_mpi: bool, kind: str) -> dict:
     import funcnn as fn
 
     comm = None
@@ -128,8 +181,9 @@ def step_worker(workload: str, steps: int, warmup: int, use_mpi: bool) -> dict:
     b = BENCHES[workload]()
     params = b.model.init(fn.random.key(0))
     opt = fn.optim.adam(b.lr)
-    state = opt.init(params)
-    step = fn.distributed.data_parallel(fn.value_and_grad(b.model, b.loss), comm)
+    run, init = loop_step(b, opt, comm) if kind == "loop" else fit_step(b, opt, comm,
+                                                                          kind == "sharded")
+    state = init(params)
     batches = [(b.x[s:s + b.batch], b.y[s:s + b.batch]) for s in range(0, len(b.x), b.batch)]
     times, losses = [], []
     for i in range(warmup + steps):
@@ -137,8 +191,7 @@ def step_worker(workload: str, steps: int, warmup: int, use_mpi: bool) -> dict:
             comm.Barrier()
         xb, yb = batches[i % len(batches)]
         t0 = time.perf_counter_ns()
-        loss, grads = step(params, xb, yb)
-        params, state = opt.update(grads, state, params)
+        loss, params, state = run(params, state, xb, yb)
         times.append(time.perf_counter_ns() - t0)
         losses.append(float(loss))
     return {"step_ns": times[warmup:], "losses": losses,
@@ -149,9 +202,11 @@ def step_worker(workload: str, steps: int, warmup: int, use_mpi: bool) -> dict:
 def profile_worker(workload: str, rounds: int) -> dict:
     """One process: the parts of a step the cost model in docs/scaling.md is made of, each
     timed ``rounds`` times in a fresh order: forward + backward (``fn.value_and_grad``) on
-    batches of PROFILE_ROWS rows, the Adam update of all params, and the row-weighting
-    pass ``np.multiply(grads, w)`` that precedes the Allreduce."""
+    batches of PROFILE_ROWS rows, the Adam update of all params and of the first half of
+    the flat buffer (what each of 2 ranks runs in the sharded step), and the row-weighting
+    pass ``np.multiply(grads, w)`` that precedes the hand-written loop's Allreduce."""
     import funcnn as fn
+    from funcnn.optim.base import range_state, update_range
 
     b = BENCHES[workload](max(PROFILE_ROWS))
     params = b.model.init(fn.random.key(0))
@@ -163,6 +218,11 @@ def profile_worker(workload: str, rounds: int) -> dict:
     parts = {f"fwd_bwd_{n}": (lambda n=n: value_and_grad(params, b.x[:n], b.y[:n]))
              for n in PROFILE_ROWS}
     parts["update"] = lambda: opt.update(grads, state, params)
+    layout, half = fn.layout.layout_of(params), flat.size // 2
+    halves = range_state(opt.rule, layout, state, params, 0, half)
+    new_half = np.empty(half, flat.dtype)
+    parts["update_half"] = lambda: update_range(opt.rule, layout, flat[:half], halves, params, 0,
+                                                half, new_half)
     parts["weight"] = lambda: np.multiply(flat, 0.5)
     rng = np.random.default_rng(2)
     times: dict = {name: [] for name in parts}
@@ -184,6 +244,7 @@ def allreduce_worker(sizes: list[int], rounds: int) -> dict:
     comm = MPI.COMM_WORLD
     rng = np.random.default_rng(1)
     buffers = {n: np.ones(n, np.float32) for n in sizes}
+    sharded = sharded_collectives(comm, W.n_params(W.workloads()["T4"].spec), rounds)
     times: dict = {n: [] for n in sizes}
     for r in range(rounds + 1):  # round 0 warms up
         for n in rng.permutation(sizes):
@@ -196,7 +257,35 @@ def allreduce_worker(sizes: list[int], rounds: int) -> dict:
                 if r:
                     times[n].append(time.perf_counter_ns() - t0)
     return {"ranks": comm.Get_size(), "library": MPI.Get_library_version().splitlines()[0],
-            "ns": {str(n): t for n, t in times.items()}}
+            "ns": {str(n): t for n, t in times.items()}, "sharded_ns": sharded}
+
+
+def sharded_collectives(comm, n: int, rounds: int) -> dict:
+    """Times of the sharded step's two collectives on ``n`` float32 values, as
+    ``fn.distributed.ShardedUpdate`` runs them: Reduce_scatter into a reused buffer, and
+    the Allgather of equal blocks in place into a new buffer (the new params)."""
+    from mpi4py import MPI
+
+    ranks = comm.Get_size()
+    block = n // ranks
+    counts = [block] * (ranks - 1) + [n - (ranks - 1) * block]
+    grads, summed = np.ones(n, np.float32), np.empty(counts[comm.Get_rank()], np.float32)
+
+    def allgather():
+        comm.Allgather(MPI.IN_PLACE, np.empty(n, np.float32)[:ranks * block])
+
+    parts = {"reduce_scatter": lambda: comm.Reduce_scatter(grads, summed, counts, op=MPI.SUM),
+             "allgather": allgather}
+    times: dict = {name: [] for name in parts}
+    for r in range(rounds + 1):  # round 0 warms up
+        for name, call in parts.items():
+            for _ in range(5):
+                comm.Barrier()
+                t0 = time.perf_counter_ns()
+                call()
+                if r:
+                    times[name].append(time.perf_counter_ns() - t0)
+    return times
 
 
 # --- the driver ---------------------------------------------------------------------------
@@ -240,13 +329,14 @@ def run_quiet(ranks: int | None, threads: int, worker_args: list[str], tries: in
 def measure_steps(workload: str, cfg: dict, rng: np.random.Generator, log) -> dict:
     """Per configuration: the step times of all its runs (``"step"``) and of its quiet
     runs only (``"step_quiet"``, None if none was quiet), and how many were quiet."""
-    runs: dict = {label: [] for label, _, _ in CONFIGS}  # (other load, step_ns) per run
+    runs: dict = {label: [] for label, *_ in CONFIGS}  # (other load, step_ns) per run
     losses, rows = {}, {}
     for r in range(cfg["rounds"]):
         for k in rng.permutation(len(CONFIGS)):
-            label, ranks, threads = CONFIGS[k]
+            label, ranks, threads, kind = CONFIGS[k]
             got, load = run_quiet(ranks, threads, ["step", workload, str(cfg["steps"]),
-                                                   str(cfg["warmup"])], cfg["quiet_tries"], log)
+                                                   str(cfg["warmup"]), kind],
+                                  cfg["quiet_tries"], log)
             runs[label].append((load, got["step_ns"]))
             losses[label], rows[label] = got["losses"], got["rows_on_rank"]
         log(f"  {workload} round {r + 1}/{cfg['rounds']} done")
@@ -289,7 +379,7 @@ def main(argv=None) -> int:
     if args.worker:
         kind, *rest = args.worker
         if kind == "step":
-            result = step_worker(rest[0], int(rest[1]), int(rest[2]), args.mpi)
+            result = step_worker(rest[0], int(rest[1]), int(rest[2]), args.mpi, rest[3])
         elif kind == "profile":
             result = profile_worker(rest[0], int(rest[1]))
         else:
@@ -329,6 +419,8 @@ def main(argv=None) -> int:
                           cfg["quiet_tries"], log)
     results["allreduce"] = {"library": got["library"], "ranks": got["ranks"],
                             "sizes": {n: harness.summarize(got["ns"][str(n)]) for n in sizes},
+                            "sharded": {k: harness.summarize(v)
+                                        for k, v in got["sharded_ns"].items()},
                             "other_load_cores": load}
     results["load_after"] = harness.loadavg()
     results["seconds"] = time.perf_counter() - t0
@@ -424,7 +516,7 @@ def render(res: dict) -> str:
 
 def step_table(key: str, w: dict) -> list[str]:
     """The step table: from the quiet runs when every configuration had one, else all."""
-    quiet = all(w["step_quiet"][label] for label, _, _ in CONFIGS)
+    quiet = all(w["step_quiet"][label] for label, *_ in CONFIGS)
     use = w["step_quiet"] if quiet else w["step"]
     base = use[BASELINE]["median"]
     batch = 256 if key == "T4" else 128
@@ -435,7 +527,7 @@ def step_table(key: str, w: dict) -> list[str]:
              "| configuration | rows per rank | step, ms | steps/s | samples/s | speed-up vs "
              "1 process, 1 thread | quiet runs | all runs: step, ms |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for label, _, _ in CONFIGS:
+    for label, *_ in CONFIGS:
         s, a = use[label], w["step"][label]
         lines.append(f"| {label} | {w['rows_on_rank0'][label]} | {s['median'] * 1e3:.1f} "
                      f"({s['p10'] * 1e3:.1f}-{s['p90'] * 1e3:.1f}) | {1 / s['median']:.1f} | "
@@ -446,7 +538,8 @@ def step_table(key: str, w: dict) -> list[str]:
     same = all(np.allclose(v[first], w["losses"][BASELINE][first], rtol=1e-5)
                for v in w["losses"].values())
     lines += ["", f"Target (issue 12): 2 ranks >= 1.6x one single-threaded rank on T4. "
-              f"Measured: **{ratio:.2f}x**, {'met' if ratio >= 1.6 else 'not met'}."
+              f"Measured (fit's sharded step): **{ratio:.2f}x**, "
+              f"{'met' if ratio >= 1.6 else 'not met'}."
               if key == "T4" else f"2 ranks vs one single-threaded rank: {ratio:.2f}x.",
               "", f"The first 5 losses of every configuration agree to 1e-5 relative: {same}. "
               f"Other processes used {_cores(w.get('other_load_cores'))} on average meanwhile.",
@@ -476,11 +569,15 @@ def profile_table(key: str, prof: dict) -> list[str]:
         lines.append(f"| forward + backward, {n} rows | {ms:.2f} |")
     lines += [f"| Adam update, all {prof['n_params']:,} params | "
               f"{parts['update']['median'] * 1e3:.2f} |",
-              f"| row weighting before the Allreduce | {parts['weight']['median'] * 1e3:.2f} |", "",
+              f"| Adam update, the first half of the flat buffer (one of 2 ranks, sharded) | "
+              f"{parts['update_half']['median'] * 1e3:.2f} |",
+              f"| row weighting before the Allreduce (data_parallel) | "
+              f"{parts['weight']['median'] * 1e3:.2f} |", "",
               f"Other processes used {_cores(prof.get('other_load_cores'))} meanwhile.", "",
-              f"Fit: forward + backward = {c0 * 1e3:.2f} ms + {c1 * 1e6:.1f} µs x rows. "
-              "Every rank runs the whole update, whatever its rows: with N ranks a step is "
-              "about fit(rows / N) + update + weighting + Allreduce (docs/scaling.md).", ""]
+              f"Fit: forward + backward = {c0 * 1e3:.2f} ms + {c1 * 1e6:.1f} µs x rows. With N "
+              "ranks fit's sharded step is about fit(rows / N) + update / N + Reduce_scatter + "
+              "Allgather; the data_parallel loop's is fit(rows / N) + update + weighting + "
+              "Allreduce (docs/scaling.md).", ""]
     return lines
 
 
@@ -507,6 +604,13 @@ def allreduce_table(ar: dict) -> list[str]:
               f"2(N-1)/N is 1): latency **{latency * 1e6:.1f} µs**, bandwidth "
               f"**{bandwidth / 1e9:.2f} GB/s** (shared memory between two processes on one "
               f"machine, not a network). {load}", ""]
+    sharded = ar.get("sharded")
+    if sharded:
+        rs, ag = sharded["reduce_scatter"], sharded["allgather"]
+        lines += [f"The sharded step's collectives on T4's {t4:,} values, {ar['ranks']} ranks: "
+                  f"Reduce_scatter {rs['median'] * 1e6:.0f} µs ({rs['p10'] * 1e6:.0f}-"
+                  f"{rs['p90'] * 1e6:.0f}), Allgather in place into a new buffer "
+                  f"{ag['median'] * 1e6:.0f} µs ({ag['p10'] * 1e6:.0f}-{ag['p90'] * 1e6:.0f}).", ""]
     return lines
 
 

@@ -11,6 +11,10 @@ so every rank applies the same update and holds the same params after every step
 the run is a one-process run up to rounding. A rank with no rows adds zeros but still
 joins the Allreduce, so nothing hangs.
 
+``fit(..., comm=comm)`` goes one step further with the element-wise optimizers (``sgd``,
+``rmsprop``, ``adam``, ``adamw``): instead of every rank updating all params, each updates
+its 1/N of them (:func:`sharded_update`: Reduce_scatter, the range update, Allgather).
+
 ``comm`` is an mpi4py intracommunicator (``MPI.COMM_WORLD``), or None for one process;
 funcnn never imports mpi4py itself (``pip install "funcnn[mpi]"`` installs it):
 
@@ -37,7 +41,14 @@ import numpy as np
 
 from funcnn import tree as _tree
 from funcnn.errors import DistributedError, MPIUnavailableError
-from funcnn.layout import layout_of
+from funcnn.layout import Layout, layout_of
+from funcnn.optim.base import (
+    ElementwiseOptimizer,
+    ElementwiseRule,
+    State,
+    range_state,
+    update_range,
+)
 from funcnn.random import Key, fold_in
 from funcnn.types import Params
 
@@ -401,6 +412,109 @@ def sum_grads(grads: Params | None, comm: Any, *, like: Params) -> Params:
     return layout.views(buffer)
 
 
+def sharded_update(optimizer: Any, params: Params, comm: Any) -> ShardedUpdate | None:
+    """The update of ``optimizer`` shared out over the ranks of ``comm``, if it can be:
+    a :class:`ShardedUpdate` for an element-wise optimizer (the built-in ``sgd``,
+    ``rmsprop``, ``adam``, ``adamw``: :class:`funcnn.optim.ElementwiseOptimizer`) on
+    params of one float dtype; None for one process and for anything else (``chain``,
+    ``accumulate``, ``ema``, ``masked``, user optimizers), which every rank then runs
+    whole on the summed grads (:func:`sum_grads`).
+
+    ``fit(..., comm=comm)`` uses it; in a loop of your own it takes each rank's grads
+    weighted by its share of the rows, unsummed::
+
+        update = fn.distributed.sharded_update(opt, params, comm)
+        opt_state = update.scatter(opt.init(params), params)   # this rank's range
+        for xb, yb in batches:                                 # the same on every rank
+            mine = fn.distributed.shard(len(xb), comm)
+            rows = mine.stop - mine.start
+            grads = None                                       # a rank without rows
+            if rows:
+                _, grads = value_and_grad(params, xb[mine], yb[mine])
+                grads = fn.tree.map(lambda g: g * (rows / len(xb)), grads)
+            params, opt_state = update.update(grads, opt_state, params)
+        full = update.gather_state(opt_state)   # every rank calls it, e.g. to checkpoint
+    """
+    comm = _peers(comm)
+    if comm is None or not isinstance(optimizer, ElementwiseOptimizer):
+        return None
+    layout = layout_of(params)
+    return None if layout is None else ShardedUpdate(optimizer.rule, layout, comm)
+
+
+class ShardedUpdate:
+    """An element-wise optimizer's update, each rank doing its range of the elements
+    (ZeRO stage 1: the optimizer state is sharded, params and grads are not).
+
+    The flat buffer of ``n`` elements is cut into ``N`` contiguous ranges: ``n // N``
+    elements each, the remainder to the last rank. A step (:meth:`update`) is a
+    Reduce_scatter of the ranks' weighted grads, so each rank gets the sum over the
+    ranks of its range; the optimizer's kernel on that range only (its params, and its
+    own range of every state entry); an Allgather of the new params. Every rank then
+    holds the same params, bit for bit. Per step and rank this moves the same bytes as
+    one Allreduce and does ``1/N`` of the update.
+
+    The state between steps is a *range state* (:meth:`scatter`): ``step`` and ``lr``
+    as usual, each per-leaf entry (``mu``, ``nu``, ...) a 1-D array of this rank's
+    range. :meth:`gather_state` rebuilds the full state (for checkpoints and results).
+    """
+
+    def __init__(self, rule: ElementwiseRule, layout: Layout, comm: Any):
+        self.rule, self.layout, self.comm = rule, layout, comm
+        n, ranks, me = layout.size, comm.Get_size(), comm.Get_rank()
+        self.block = n // ranks  # the Allgather's equal blocks; the last rank adds the tail
+        self.counts = [self.block] * (ranks - 1) + [n - (ranks - 1) * self.block]
+        self.lo = me * self.block
+        self.hi = self.lo + self.counts[me]
+        self._summed = np.empty(self.hi - self.lo, layout.dtype)  # this rank's summed grads
+
+    def scatter(self, state: State, params: Params) -> State:
+        """This rank's range state of the full ``state`` (the same on every rank),
+        checked against ``params``; its arrays are copies."""
+        return range_state(self.rule, self.layout, state, params, self.lo, self.hi)
+
+    def update(self, grads: Params | None, state: State, params: Params) -> tuple[Params, State]:
+        """One step from this rank's grads, already weighted by its share of the batch
+        (None for a rank without rows: zeros). Returns the new params (the same on every
+        rank, views of one new buffer) and this rank's new range state; the arrays of
+        ``state``'s entries are reused for it, so ``state`` must not be used again."""
+        layout, comm = self.layout, self.comm
+        mine = layout.flat(grads) if grads is not None else np.zeros(layout.size, layout.dtype)
+        comm.Reduce_scatter(mine, self._summed, self.counts, op=_mpi().SUM)
+        new_flat = np.empty(layout.size, layout.dtype)
+        new_state, failure = state, None
+        try:  # e.g. a FloatingPointError in one rank's range only: raised on every rank
+            new_state = update_range(self.rule, layout, self._summed, state, params, self.lo,
+                                     self.hi, new_flat[self.lo:self.hi])
+        except Exception as error:  # noqa: BLE001 -- re-raised by raise_together, everywhere
+            failure = error
+        raise_together(failure, comm, "the optimizer update")
+        self._allgather(new_flat)
+        return layout.views(new_flat), new_state
+
+    def gather_state(self, state: State) -> State:
+        """The full optimizer state from every rank's range state (a collective: every
+        rank calls it; every rank gets it): what ``optimizer.update`` would have made."""
+        full = {}
+        for name, value in state.items():
+            if name in self.rule.entries:
+                buffer = np.empty(self.layout.size, self.layout.dtype)
+                buffer[self.lo:self.hi] = value
+                self._allgather(buffer)
+                value = self.layout.views(buffer)
+            full[name] = value
+        return full
+
+    def _allgather(self, buffer: np.ndarray) -> None:
+        """Fill ``buffer`` with every rank's range, in place: one Allgather of the equal
+        blocks and a Bcast of the last rank's tail (fewer elements than ranks)."""
+        ranks = len(self.counts)
+        if self.block:
+            self.comm.Allgather(_mpi().IN_PLACE, buffer[:ranks * self.block])
+        if self.counts[-1] > self.block:
+            self.comm.Bcast(buffer[ranks * self.block:], root=ranks - 1)
+
+
 def raise_together(failure: BaseException | None, comm: Any, where: str, *,
                    interrupted: bool = False) -> bool:
     """After work that may fail on some ranks: if it failed anywhere, raise on every rank
@@ -574,7 +688,22 @@ def _kind(value: Any) -> str:
 
 
 __all__ = [
-    "allreduce_grads", "allreduce_mean", "allreduce_state", "broadcast_params", "check_same",
-    "data_parallel", "is_root", "num_ranks", "on_root", "raise_together", "rank", "rank_key",
-    "require_comm", "shard", "shards", "sum_grads",
+    "ShardedUpdate",
+    "allreduce_grads",
+    "allreduce_mean",
+    "allreduce_state",
+    "broadcast_params",
+    "check_same",
+    "data_parallel",
+    "is_root",
+    "num_ranks",
+    "on_root",
+    "raise_together",
+    "rank",
+    "rank_key",
+    "require_comm",
+    "shard",
+    "sharded_update",
+    "shards",
+    "sum_grads",
 ]

@@ -205,8 +205,17 @@ def fit(
             under ``mpiexec -n N``: every rank runs the same script with the same data,
             key and arguments (checked once); each global batch is cut into contiguous
             per-rank rows, each rank's loss gradient is weighted by its share of the rows
-            and the grads are summed in one Allreduce, so every rank applies the same
-            update and the run equals a one-process run up to rounding. Validation is
+            and the grads are summed over the ranks, so every rank holds the same params
+            after every step and the run equals a one-process run up to rounding. The
+            element-wise optimizers (``sgd``, ``rmsprop``, ``adam``, ``adamw``, with any
+            weight decay, mask or schedule) are sharded, ZeRO stage 1 style: a
+            Reduce_scatter gives each rank the summed grads of its 1/N of the flat
+            params, it updates that range with its range of the optimizer state, and an
+            Allgather shares the new params; the full state is gathered only for
+            checkpoints and the result. Every other optimizer (``chain``, e.g. with
+            ``clip_grad_norm``'s global norm, ``accumulate``, ``ema``, ``masked``, your
+            own) gets the grads summed in one Allreduce and runs whole on every rank
+            (see ``fn.distributed.sharded_update``). Validation is
             split across ranks too; only rank 0 prints and writes checkpoints; a
             checkpoint resumes on any number of ranks. BatchNorm statistics are
             per-rank (their running values then combined across ranks, weighted by
@@ -290,14 +299,26 @@ def fit(
     elif resume:
         report.message(f"no checkpoint in {folder}; starting from scratch")
 
+    # data-parallel with an element-wise optimizer: each rank updates its range of the
+    # flat buffers and run.opt_state is its range state (see fn.distributed.ShardedUpdate)
+    sharded = distributed.sharded_update(optimizer, run.params, comm)
+    if sharded is not None:
+        run = run._replace(opt_state=sharded.scatter(run.opt_state, run.params))
+
+    def full_opt_state():  # a collective when sharded: every rank calls it at the same point
+        return run.opt_state if sharded is None else sharded.gather_state(run.opt_state)
+
     def snapshot(stop_reason):
         final = run.best[0] if stop_reason == "early_stopping" else run
-        return FitResult(final.params, run.opt_state, _as_arrays(run.history), run.best, stop_reason,
-                         final.state)
+        return FitResult(final.params, full_opt_state(), _as_arrays(run.history), run.best,
+                         stop_reason, final.state)
 
     def checkpoint():
-        if folder is not None and root:
-            _save_run(folder, run, key, batch_size, len(x))
+        if folder is None:
+            return
+        saved = run if sharded is None else run._replace(opt_state=full_opt_state())
+        if root:
+            _save_run(folder, saved, key, batch_size, len(x))
 
     def validation_loss(params_, model_state):  # split across ranks, then reduced
         mine = distributed.shard(len(x_val), comm)
@@ -321,7 +342,7 @@ def fit(
                 key_b = None if noise_key is None else batch_key(noise_key, epoch, run.batch)
                 if parallel:
                     value, grads, new_model_state = _parallel_step(
-                        step, comm, run, xb, yb, key_b, with_state, ctrl_c)
+                        step, comm, run, xb, yb, key_b, with_state, ctrl_c, sum_grads=sharded is None)
                 else:
                     value, grads, *new_model_state = step(
                         run.params, xb, yb, key_b, run.state if with_state else None, 1.0)
@@ -332,7 +353,10 @@ def fit(
                         f"{run.batch + 1} of {total}; the params before this batch are "
                         "in error.result (try a smaller learning rate or check the data)"
                     )
-                new_params, new_state = optimizer.update(grads, run.opt_state, run.params)
+                if sharded is not None:  # sums its range of the grads, updates it, gathers params
+                    new_params, new_state = sharded.update(grads, run.opt_state, run.params)
+                else:
+                    new_params, new_state = optimizer.update(grads, run.opt_state, run.params)
                 if scale != 1.0:  # lr_on_plateau: a smaller step, as a smaller lr would make
                     new_params = tree.map(lambda old, new: old + scale * (new - old), run.params,
                                           new_params)
@@ -393,10 +417,13 @@ def fit(
     return snapshot(None)
 
 
-def _parallel_step(step, comm, run, xb, yb, key, with_state: bool, ctrl_c: list):
+def _parallel_step(step, comm, run, xb, yb, key, with_state: bool, ctrl_c: list, *,
+                   sum_grads: bool):
     """One data-parallel step: this rank's rows of the global batch, its loss gradient
-    weighted by their share, the grads summed over the ranks (one Allreduce), the loss
-    and the model state made the same on every rank. An error on one rank is raised on
+    weighted by their share, the grads summed over the ranks (one Allreduce; with
+    ``sum_grads=False`` this rank's weighted grads, None without rows, for a sharded
+    update to reduce), the loss and the model state made the same on every rank. An
+    error on one rank is raised on
     every rank, so none is left waiting in the next collective; so is a Ctrl-C noted in
     ``ctrl_c[0]`` (see :func:`_ctrl_c_noted`): all ranks stop before the same step."""
     mine = distributed.shard(len(xb), comm)
@@ -414,7 +441,8 @@ def _parallel_step(step, comm, run, xb, yb, key, with_state: bool, ctrl_c: list)
             new_state = out[0] if with_state else run.state
     if distributed.raise_together(failure, comm, "a training step", interrupted=ctrl_c[0]):
         raise KeyboardInterrupt  # a Ctrl-C on any rank: every rank stops before this step
-    grads = distributed.sum_grads(grads, comm, like=run.params)
+    if sum_grads:
+        grads = distributed.sum_grads(grads, comm, like=run.params)
     value = distributed.allreduce_mean(value, rows, len(xb), comm)
     if with_state:
         new_state = distributed.allreduce_state(new_state, rows, len(xb), comm)

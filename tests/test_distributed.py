@@ -369,6 +369,15 @@ def test_a_world_of_one_rank_is_one_process(checks):
                    "broadcast_params": True, "shard": True, "on_root": 2}
 
 
+def test_a_sharded_update_failing_on_one_rank_fails_on_every_rank(checks):
+    got = checks["check_sharded_update_fails_on_one_rank"]
+    assert got[2]["type"] == "FloatingPointError" and "overflow" in got[2]["message"]
+    for other in got[:2]:
+        assert other["type"] == "DistributedError" and other["rank"] == 2
+        assert other["message"].startswith("the optimizer update failed on rank 2: "
+                                           "FloatingPointError: overflow")
+
+
 def test_readme_scaling_out_script_runs_on_two_ranks(mpiexec, tmp_path):
     """The README's N-rank loop, as a script under mpiexec -n 2 (2 epochs)."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")

@@ -7,7 +7,7 @@ import pathlib
 
 import numpy as np
 import pytest
-from helpers.fit_mpi_program import run
+from helpers.fit_mpi_program import flat_result, run, run_sharded
 from test_distributed import mpiexec, run_mpi  # noqa: F401 -- the fixture and the launcher
 
 import funcnn as fn
@@ -126,3 +126,90 @@ def test_ctrl_c_on_mpiexec_leaves_a_resumable_checkpoint(mpiexec, tmp_path):
     got = np.load(tmp_path / "final.npz")
     for key, value in fn.tree.flatten(want.params).items():
         np.testing.assert_allclose(got[key], value, rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+# --- the sharded update: element-wise optimizers update 1/N of the params on each rank ------
+
+def assert_close_trees(got: dict, want: dict, prefix: str, rtol=1e-10):
+    keys = [k for k in want if k.startswith(prefix)]
+    assert keys and sorted(k for k in got if k.startswith(prefix)) == sorted(keys)
+    for k in keys:
+        np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=1e-13, err_msg=k)
+
+
+def one_process(name, folder, width=8, epochs=5, batch_size=10):
+    result, calls = run_sharded(name, None, folder, width=width, epochs=epochs,
+                                batch_size=batch_size)
+    assert calls == 0
+    return flat_result(result), fn.load(folder / "latest.ckpt")
+
+
+@pytest.mark.parametrize("name, ranks, width", [
+    ("adam", 2, 8),            # 41 params: 20 + 21, the last rank's tail by Bcast
+    ("adam", 3, 9),            # 46 params: 15 + 15 + 16
+    ("adam", 2, 9),            # 46 params: 23 + 23, no tail
+    ("adamw-mask", 3, 8),
+    ("sgd-nesterov", 2, 8),
+    ("rmsprop", 3, 8),
+])
+def test_sharded_fit_is_the_one_process_run_with_the_full_state(mpiexec, tmp_path, name, ranks,
+                                                                  width):
+    run_mpi(mpiexec, ranks, [PROGRAM, "sharded", name, tmp_path, width], tmp_path)
+    results = ranks_results(tmp_path, ranks)
+    assert_bitwise_same_on_every_rank(results)  # params, full opt_state and history
+    steps = 5 * 6
+    assert [int(r["range_updates"]) for r in results] == [steps] * ranks  # the sharded path ran
+    want, want_ckpt = one_process(name, tmp_path / "one", width)
+    for prefix in ("params.", "opt_state.", "history."):
+        assert_close_trees(results[0], want, prefix)
+    assert results[0]["history.lr_scale"].min() < 1  # lr_on_plateau scaled some updates
+    # the checkpoint rank 0 wrote holds every rank's range of the state, not a stale one
+    got_ckpt = fn.load(tmp_path / "ckpt" / "latest.ckpt")
+    assert_close_trees(fn.tree.flatten(got_ckpt["opt_state"]),
+                       fn.tree.flatten(want_ckpt["opt_state"]), "")
+
+
+def test_sharded_fit_with_a_rank_without_rows(mpiexec, tmp_path):
+    """Batches of 2 rows on 3 ranks: rank 2 never has rows and adds zeros to the
+    Reduce_scatter (its range of the update still runs)."""
+    run_mpi(mpiexec, 3, [PROGRAM, "sharded", "adam", tmp_path, 8, "--batch", 2], tmp_path)
+    results = ranks_results(tmp_path, 3)
+    assert_bitwise_same_on_every_rank(results)
+    assert [int(r["range_updates"]) for r in results] == [5 * 27] * 3
+    want, _ = one_process("adam", tmp_path / "one", batch_size=2)
+    for prefix in ("params.", "opt_state.", "history."):
+        assert_close_trees(results[0], want, prefix)
+
+
+def test_a_non_elementwise_optimizer_falls_back_to_the_whole_update(mpiexec, tmp_path):
+    run_mpi(mpiexec, 2, [PROGRAM, "sharded", "clip-adam", tmp_path, 8], tmp_path)
+    results = ranks_results(tmp_path, 2)
+    assert_bitwise_same_on_every_rank(results)
+    assert [int(r["range_updates"]) for r in results] == [0, 0]
+    want, _ = one_process("clip-adam", tmp_path / "one")
+    for prefix in ("params.", "opt_state.", "history."):
+        assert_close_trees(results[0], want, prefix)
+
+
+@pytest.mark.parametrize("resume_ranks", [3, 1])
+def test_a_sharded_checkpoint_of_2_ranks_resumes_on_another_count(mpiexec, tmp_path, resume_ranks):
+    """Stopped mid-epoch 3 (the schedule raises KeyboardInterrupt at update 15 on every rank),
+    resumed on 3 ranks (sharded again, other ranges) and on 1: the uninterrupted one-process
+    run. A checkpoint with a stale range of mu/nu would give another trajectory."""
+    run_mpi(mpiexec, 2, [PROGRAM, "sharded", "adam", tmp_path, 8, "--stop-at", 15], tmp_path)
+    stopped = ranks_results(tmp_path, 2)
+    assert [str(r["stop_reason"]) for r in stopped] == ["interrupted"] * 2
+    saved = fn.load(tmp_path / "ckpt" / "latest.ckpt")
+    assert int(saved["opt_state"]["step"]) == 14
+    out = run_mpi(mpiexec, resume_ranks, [PROGRAM, "sharded", "adam", tmp_path, 8, "--resume"],
+                  tmp_path)
+    assert "resuming from" in out
+    results = ranks_results(tmp_path, resume_ranks)
+    assert_bitwise_same_on_every_rank(results)
+    assert [int(r["range_updates"]) for r in results] == [30 - 14 if resume_ranks > 1 else 0] * resume_ranks
+    want, _ = one_process("adam", tmp_path / "one")
+    # history.lr of the resumed epoch is the schedule's lr where the run resumed, not at the
+    # epoch's start (fit reads state["lr"] when an epoch begins; so without MPI too)
+    del want["history.lr"], results[0]["history.lr"]
+    for prefix in ("params.", "opt_state.", "history."):
+        assert_close_trees(results[0], want, prefix, rtol=1e-9)

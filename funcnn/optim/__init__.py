@@ -29,7 +29,15 @@ under ``"inner"`` in a wrapper; each keeps ``"lr"`` on top as the same read-out,
 from funcnn.optim import masks, schedules, states
 from funcnn.optim.accumulate import accumulate
 from funcnn.optim.adam import adam, adamw
-from funcnn.optim.base import DonatingOptimizer, GradientTransform, Optimizer, Schedule, State
+from funcnn.optim.base import (
+    DonatingOptimizer,
+    ElementwiseOptimizer,
+    ElementwiseRule,
+    GradientTransform,
+    Optimizer,
+    Schedule,
+    State,
+)
 from funcnn.optim.chain import chain
 from funcnn.optim.clip import clip_by_global_norm
 from funcnn.optim.ema import ema, ema_params
@@ -40,6 +48,8 @@ from funcnn.optim.transforms import add_decayed_weights, clip_grad_norm, clip_gr
 
 __all__ = [
     "DonatingOptimizer",
+    "ElementwiseOptimizer",
+    "ElementwiseRule",
     "GradientTransform",
     "Optimizer",
     "Schedule",

@@ -8,11 +8,12 @@ import numpy as np
 
 from funcnn import tree
 from funcnn.optim.base import (
+    ElementwiseOptimizer,
+    ElementwiseRule,
+    Kernel,
     Mask,
-    DonatingOptimizer,
     Schedule,
     State,
-    apply_rule,
     as_schedule,
     check_decay_rate,
     check_mask_arg,
@@ -20,13 +21,12 @@ from funcnn.optim.base import (
     check_params,
     check_positive,
     dtype_constants,
+    elementwise_optimizer,
     init_state,
     lr_at,
-    next_state,
-    prepare_update,
     with_decay,
 )
-from funcnn.optim.masks import decay_rates
+from funcnn.optim.masks import decay_rule
 from funcnn.types import Params
 
 
@@ -38,7 +38,7 @@ def adam(
     weight_decay: float = 0.0,
     *,
     weight_decay_mask: Mask | None = None,
-) -> DonatingOptimizer:
+) -> ElementwiseOptimizer:
     r"""Adam; the tutorial's rule and the same trajectory as ``torch.optim.Adam``.
 
     At update :math:`t = 1, 2, \dots` with learning rate :math:`\eta_t` = ``lr(t - 1)``
@@ -85,7 +85,7 @@ def adamw(
     weight_decay: float = 1e-2,
     *,
     weight_decay_mask: Mask | None = None,
-) -> DonatingOptimizer:
+) -> ElementwiseOptimizer:
     r"""AdamW: Adam with decoupled weight decay; the same trajectory as ``torch.optim.AdamW``.
 
     The decay shrinks the params directly, scaled by the learning rate, and stays out of
@@ -123,7 +123,7 @@ def adamw(
     return _adam("adamw", lr, b1, b2, eps, weight_decay, weight_decay_mask, decoupled=True)
 
 
-def _adam(where, lr, b1, b2, eps, weight_decay, weight_decay_mask, *, decoupled) -> DonatingOptimizer:
+def _adam(where, lr, b1, b2, eps, weight_decay, weight_decay_mask, *, decoupled) -> ElementwiseOptimizer:
     schedule = as_schedule(where, lr)
     b1 = check_decay_rate(where, "b1", b1)
     b2 = check_decay_rate(where, "b2", b2)
@@ -135,13 +135,9 @@ def _adam(where, lr, b1, b2, eps, weight_decay, weight_decay_mask, *, decoupled)
         check_params(where, params)
         return init_state(schedule, mu=tree.zeros_like(params), nu=tree.zeros_like(params))
 
-    memo: list = [None]  # the last params layout seen (see prepare_update)
     constants = dtype_constants(b1, 1.0 - b1, b2, 1.0 - b2)
 
-    def update(grads: Params, state: State, params: Params, *,
-               donate: bool = False) -> tuple[Params, State]:
-        prepared = prepare_update(where, grads, state, params, ("mu", "nu"), memo)
-        step = prepared.step
+    def kernel_at(step: int) -> Kernel:
         eta, t = lr_at(schedule, step), step + 1
         # eta * (mu / c1) / (sqrt(nu / c2) + eps) == step_size * mu / (sqrt(nu) + eps_hat)
         root_c2 = math.sqrt(1.0 - b2**t)
@@ -164,9 +160,8 @@ def _adam(where, lr, b1, b2, eps, weight_decay, weight_decay_mask, *, decoupled)
                 p = with_decay(None, p, decay, p_out, factor=lambda wd: 1.0 - eta * wd)
             np.subtract(p, u, p_out)
 
-        decay = weight_decay if weight_decay_mask is None else decay_rates(
-            weight_decay, weight_decay_mask, params)
-        new_params, (mu, nu) = apply_rule(kernel, prepared, params, decay, donate=donate)
-        return new_params, next_state(schedule, step, mu=mu, nu=nu)
+        return kernel
 
-    return DonatingOptimizer(init, update)
+    decay_of = decay_rule(weight_decay, weight_decay_mask)
+    return elementwise_optimizer(ElementwiseRule(where, ("mu", "nu"), schedule, kernel_at, decay_of),
+                                 init)

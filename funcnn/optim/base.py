@@ -28,8 +28,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from funcnn import tree
-from funcnn.errors import StructureError
 from funcnn.elementwise import PARALLEL_MIN, run_elementwise
+from funcnn.errors import StructureError
 from funcnn.layout import Layout, layout_of
 from funcnn.types import Params
 
@@ -53,7 +53,8 @@ class Optimizer(NamedTuple):
     An optimizer whose ``update`` can also write its results over the caller's memory
     is a :class:`DonatingOptimizer` (the built-in ``sgd``, ``rmsprop``, ``adam``,
     ``adamw``, and ``chain``, ``accumulate`` and ``ema`` around one of them);
-    :func:`funcnn.train_step` asks the type, never the signature.
+    :func:`funcnn.train_step` asks the type, never the signature. The four built-in
+    rules are also :class:`ElementwiseOptimizer` s, which ``fit(comm=...)`` shards.
     """
 
     init: Callable[[Params], State]
@@ -84,6 +85,68 @@ class DonatingOptimizer(Optimizer):
     bitwise the same as without it. (optax marks extended transforms the same way, with
     a subclass: ``GradientTransformationExtraArgs``.)
     """
+
+
+Kernel = Callable[..., None]
+"""``kernel(decay, p, g, *entries, p_out, *entries_out)``: one update rule on 1-D chunks
+(see :func:`apply_rule`)."""
+
+
+class ElementwiseRule(NamedTuple):
+    """An optimizer's update written once, as an element-wise kernel on flat buffers.
+
+    - ``where``: the optimizer's name, for error messages.
+    - ``entries``: the names of its per-leaf state entries, in the kernel's order.
+    - ``schedule``: its learning-rate schedule (``state["lr"]`` is read from it).
+    - ``kernel_at(step) -> kernel``: the kernel of update number ``step`` (0 first).
+    - ``decay_of(params)``: its weight decay, one rate or a tree of per-leaf rates.
+
+    The whole-tree update (:func:`elementwise_optimizer`) and the update of a range of
+    the flat buffers (:func:`update_range`, what ``fit(comm=...)`` shards across ranks)
+    both run ``kernel_at(step)``, so they give the same bits.
+    """
+
+    where: str
+    entries: tuple[str, ...]
+    schedule: Schedule
+    kernel_at: Callable[[int], Kernel]
+    decay_of: Callable[[Params], float | Params]
+
+
+class ElementwiseOptimizer(DonatingOptimizer):
+    """A :class:`DonatingOptimizer` whose update is one :class:`ElementwiseRule`, kept as
+    ``opt.rule`` (the built-in ``sgd``, ``rmsprop``, ``adam`` and ``adamw``). It still
+    unpacks as ``init, update = opt``. Its update of element ``i`` reads only element
+    ``i`` of params, grads and state, so ranks can each update a range of the elements
+    (see :func:`update_range`)."""
+
+    rule: ElementwiseRule
+
+    def __new__(cls, init: Callable[[Params], State], update: Callable[..., tuple[Params, State]],
+                *, rule: ElementwiseRule) -> ElementwiseOptimizer:  # noqa: PYI034
+        self = super().__new__(cls, init, update)
+        self.rule = rule
+        return self
+
+
+def elementwise_optimizer(rule: ElementwiseRule, init: Callable[[Params], State]
+                          ) -> ElementwiseOptimizer:
+    """The optimizer of ``rule``: ``update`` checks its arguments, runs the step's kernel
+    over the whole tree (:func:`apply_rule`) and advances the counters."""
+    memo: list = [None]  # the last params layout seen (see prepare_update)
+    where, names, schedule, kernel_at, decay_of = rule  # locals: small models pay per lookup
+
+    def update(grads: Params, state: State, params: Params, *,
+               donate: bool = False) -> tuple[Params, State]:
+        prepared = prepare_update(where, grads, state, params, names, memo)
+        step = prepared.step
+        new_params, entries = apply_rule(kernel_at(step), prepared, params, decay_of(params),
+                                         donate=donate)
+        new_state = next_state(schedule, step)
+        new_state.update(zip(names, entries))
+        return new_params, new_state
+
+    return ElementwiseOptimizer(init, update, rule=rule)
 
 
 def of_kind(opt: Optimizer, init: Callable[[Params], State],
@@ -306,12 +369,9 @@ def apply_rule(kernel: Callable[..., None], prepared: Prepared, params: Params,
     """
     layout = prepared.layout
     if layout is not None:
-        if isinstance(decay, dict):
-            ranges = decay_ranges(layout, decay)
-        else:
-            ranges = ((0, layout.size, decay),) if decay else ()
         inputs = (prepared.params, prepared.grads, *prepared.entries)
-        outs = elementwise(kernel, ranges, inputs, donated_outputs(inputs) if donate else None)
+        outs = elementwise(kernel, flat_decay(layout, decay), inputs,
+                           donated_outputs(inputs) if donate else None)
         new_params, *entries = map(layout.views, outs)
         return new_params, tuple(entries)
     rates = decay if isinstance(decay, dict) else tree.map(lambda p: decay, params)
@@ -325,6 +385,19 @@ def apply_rule(kernel: Callable[..., None], prepared: Prepared, params: Params,
     trees = leafwise(leaf, params, prepared.grads, *prepared.entries, rates,
                      outputs=1 + len(prepared.entries))
     return trees[0], trees[1:]
+
+
+def flat_decay(layout: Layout, decay: float | Params) -> Decay:
+    """One weight decay for every leaf, or a tree of per-leaf rates, as :data:`Decay`
+    ranges of the flat buffer of ``layout``."""
+    if isinstance(decay, dict):
+        return decay_ranges(layout, decay)
+    return ((0, layout.size, decay),) if decay else ()
+
+
+def clip_decay(decay: Decay, lo: int, hi: int) -> Decay:
+    """The parts of the ``decay`` ranges inside elements ``[lo, hi)``, relative to ``lo``."""
+    return tuple((max(a, lo) - lo, min(b, hi) - lo, wd) for a, b, wd in decay if a < hi and b > lo)
 
 
 def decay_ranges(layout: Layout, decay: Params) -> Decay:
@@ -371,11 +444,45 @@ def elementwise(kernel: Callable[..., None], decay: Decay, inputs: tuple,
         return outs
 
     def chunk(lo: int, hi: int) -> None:
-        parts = tuple((max(a, lo) - lo, min(b, hi) - lo, wd) for a, b, wd in decay if a < hi and b > lo)
-        kernel(parts, *(a[lo:hi] for a in inputs), *(o[lo:hi] for o in outs))
+        kernel(clip_decay(decay, lo, hi), *(a[lo:hi] for a in inputs), *(o[lo:hi] for o in outs))
 
     run_elementwise(chunk, n)
     return outs
+
+
+# --- one range of the flat buffers: fit(comm=...) shards the update across ranks ----------
+
+
+def range_state(rule: ElementwiseRule, layout: Layout, state: State, params: Params, lo: int,
+                hi: int) -> State:
+    """``state`` checked against ``params``, with each per-leaf entry cut to elements
+    ``[lo, hi)`` of its flat buffer (a copy the caller owns): the state that
+    :func:`update_range` takes and returns. ``layout`` is the layout of ``params``."""
+    check_params(rule.where, params)
+    check_state(rule.where, state, params, rule.entries)
+    return {name: np.array(layout.gather(layout.leaves(value))[lo:hi]) if name in rule.entries
+            else value for name, value in state.items()}
+
+
+def update_range(rule: ElementwiseRule, layout: Layout, grads: np.ndarray, state: State,
+                 params: Params, lo: int, hi: int, p_out: np.ndarray) -> State:
+    """One update of elements ``[lo, hi)`` of the flat buffers of ``layout``: the step's
+    kernel, so the same bits as the whole-tree update there.
+
+    ``grads`` holds those elements of the grads, ``state`` is a :func:`range_state` and
+    ``params`` the whole params (for the decay mask). The new params of the range go to
+    ``p_out``; the new entries are written over ``state``'s own (the caller's copies,
+    which it gives up) and the state after the update is returned. The schedule is asked
+    for both of the step's learning rates before any entry is written, so a schedule
+    that raises leaves ``state`` as it was.
+    """
+    step = check_step(rule.where, state["step"])
+    kernel = rule.kernel_at(step)
+    entries = tuple(state[name] for name in rule.entries)
+    after = next_state(rule.schedule, step, **dict(zip(rule.entries, entries)))
+    decay = clip_decay(flat_decay(layout, rule.decay_of(params)), lo, hi)
+    elementwise(kernel, decay, (layout.flat(params)[lo:hi], grads, *entries), (p_out, *entries))
+    return after
 
 
 def dtype_constants(*values: float) -> Callable[[np.dtype], tuple]:
@@ -496,6 +603,12 @@ def check_update(where: str, grads: Any, state: Any, params: Any, entries: tuple
     """
     check_params(where, params)
     check_like_params(where, "grads", grads, params)
+    return check_state(where, state, params, entries)
+
+
+def check_state(where: str, state: Any, params: Params, entries: tuple[str, ...]) -> int:
+    """Check an optimizer state against ``params`` (keys, then each per-leaf entry's
+    structure, shapes and dtypes); return its step count."""
     check_state_keys(where, state, ("step", "lr", *entries),
                      f"make it with {where}(...).init(params)")
     step = check_step(where, state["step"])

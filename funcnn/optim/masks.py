@@ -71,6 +71,14 @@ def decay_rates(weight_decay: float, mask: Mask | None, params: Params) -> Param
     return tree.map(lambda m: weight_decay if m else 0.0, selected)
 
 
+def decay_rule(weight_decay: float, mask: Mask | None) -> Callable[[Params], float | Params]:
+    """``decay_of(params)``: ``weight_decay`` for every leaf without a mask, else the
+    per-leaf :func:`decay_rates` (an :class:`~funcnn.optim.base.ElementwiseRule`'s)."""
+    if mask is None:
+        return lambda params: weight_decay
+    return lambda params: decay_rates(weight_decay, mask, params)
+
+
 def masked(opt: Optimizer, trainable: Mask) -> Optimizer:
     """Train only the leaves where ``trainable`` is True; freeze the rest.
 

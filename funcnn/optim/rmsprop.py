@@ -6,23 +6,23 @@ import numpy as np
 
 from funcnn import tree
 from funcnn.optim.base import (
-    DonatingOptimizer,
+    ElementwiseOptimizer,
+    ElementwiseRule,
+    Kernel,
     Schedule,
     State,
-    apply_rule,
     as_schedule,
     check_decay_rate,
     check_params,
     check_positive,
+    elementwise_optimizer,
     init_state,
     lr_at,
-    next_state,
-    prepare_update,
 )
 from funcnn.types import Params
 
 
-def rmsprop(lr: float | Schedule, beta: float = 0.9, eps: float = 1e-8) -> DonatingOptimizer:
+def rmsprop(lr: float | Schedule, beta: float = 0.9, eps: float = 1e-8) -> ElementwiseOptimizer:
     r"""RMSProp with a bias-corrected second moment (the tutorial's rule).
 
     At update :math:`t = 1, 2, \dots` with learning rate :math:`\eta_t` = ``lr(t - 1)``::
@@ -63,12 +63,7 @@ def rmsprop(lr: float | Schedule, beta: float = 0.9, eps: float = 1e-8) -> Donat
         check_params("rmsprop", params)
         return init_state(schedule, nu=tree.zeros_like(params))
 
-    memo: list = [None]  # the last params layout seen (see prepare_update)
-
-    def update(grads: Params, state: State, params: Params, *,
-               donate: bool = False) -> tuple[Params, State]:
-        prepared = prepare_update("rmsprop", grads, state, params, ("nu",), memo)
-        step = prepared.step
+    def kernel_at(step: int) -> Kernel:
         eta, correction = lr_at(schedule, step), 1.0 - beta ** (step + 1)
 
         def kernel(decay, p, g, nu, p_out, nu_out):
@@ -81,7 +76,7 @@ def rmsprop(lr: float | Schedule, beta: float = 0.9, eps: float = 1e-8) -> Donat
             np.divide(np.multiply(g, eta, u), s, u)  # p - eta * g / denom
             np.subtract(p, u, p_out)
 
-        new_params, (nu,) = apply_rule(kernel, prepared, params, donate=donate)
-        return new_params, next_state(schedule, step, nu=nu)
+        return kernel
 
-    return DonatingOptimizer(init, update)
+    rule = ElementwiseRule("rmsprop", ("nu",), schedule, kernel_at, lambda params: 0.0)
+    return elementwise_optimizer(rule, init)

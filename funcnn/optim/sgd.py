@@ -6,22 +6,22 @@ import numpy as np
 
 from funcnn import tree
 from funcnn.optim.base import (
+    ElementwiseOptimizer,
+    ElementwiseRule,
+    Kernel,
     Mask,
-    DonatingOptimizer,
     Schedule,
     State,
-    apply_rule,
     as_schedule,
     check_mask_arg,
     check_nonnegative,
     check_params,
+    elementwise_optimizer,
     init_state,
     lr_at,
-    next_state,
-    prepare_update,
     with_decay,
 )
-from funcnn.optim.masks import decay_rates
+from funcnn.optim.masks import decay_rule
 from funcnn.types import Params
 
 
@@ -32,7 +32,7 @@ def sgd(
     weight_decay: float = 0.0,
     *,
     weight_decay_mask: Mask | None = None,
-) -> DonatingOptimizer:
+) -> ElementwiseOptimizer:
     r"""Stochastic gradient descent; the same trajectory as ``torch.optim.SGD`` (dampening 0).
 
     At update :math:`t = 1, 2, \dots` with learning rate :math:`\eta_t` = ``lr(t - 1)``,
@@ -84,12 +84,8 @@ def sgd(
         buffers = {"momentum": tree.zeros_like(params)} if momentum else {}
         return init_state(schedule, **buffers)
 
-    memo: list = [None]  # the last params layout seen (see prepare_update)
-
-    def update(grads: Params, state: State, params: Params, *,
-               donate: bool = False) -> tuple[Params, State]:
-        prepared = prepare_update("sgd", grads, state, params, entries, memo)
-        eta = lr_at(schedule, prepared.step)
+    def kernel_at(step: int) -> Kernel:
+        eta = lr_at(schedule, step)
 
         # alias-safe kernels: p_out and b_out are written after the last read of p and b
         def plain(decay, p, g, p_out):
@@ -107,10 +103,7 @@ def sgd(
                 d = b_out
             np.subtract(p, np.multiply(d, eta, u), p_out)  # p - eta * d
 
-        decay = weight_decay if weight_decay_mask is None else decay_rates(
-            weight_decay, weight_decay_mask, params)
-        new_params, buffers = apply_rule(heavy_ball if momentum else plain, prepared, params,
-                                         decay, donate=donate)
-        return new_params, next_state(schedule, prepared.step, **dict(zip(entries, buffers)))
+        return heavy_ball if momentum else plain
 
-    return DonatingOptimizer(init, update)
+    decay_of = decay_rule(weight_decay, weight_decay_mask)
+    return elementwise_optimizer(ElementwiseRule("sgd", entries, schedule, kernel_at, decay_of), init)

@@ -288,12 +288,26 @@ def check_comm_self(comm):
             "shard": dist.shard(5, self) == slice(0, 5), "on_root": dist.on_root(self, len, "ab")}
 
 
+def check_sharded_update_fails_on_one_rank(comm):
+    """A value that overflows in the Adam kernel, in the last rank's range only: that rank
+    raises, the others get a DistributedError instead of waiting in the Allgather."""
+    params = {"w": np.zeros(10, np.float32)}
+    opt = fn.optim.adam(0.1)
+    sharded = fn.distributed.sharded_update(opt, params, comm)
+    state = sharded.scatter(opt.init(params), params)
+    grads = {"w": np.zeros(10, np.float32)}
+    if comm.rank == comm.size - 1:
+        grads["w"][-1] = 1e30  # summed: 1e30 in the last rank's range; its g * g overflows
+    return error(lambda: sharded.update(grads, state, params))
+
+
 CHECKS = [check_data_same, check_data_differs, check_args_differ, check_params_extra_key,
           check_broadcast, check_broadcast_key_order, check_broadcast_structure,
           check_broadcast_mixed, check_allreduce_mixed, check_allreduce_zero_rows,
           check_allreduce_int_leaf, check_allreduce_mean, check_on_root_writes,
           check_on_root_fails, check_rank_key, check_shards, check_wrong_comms,
-          check_key_per_rank, check_allreduce_state, check_comm_self]
+          check_key_per_rank, check_allreduce_state, check_comm_self,
+          check_sharded_update_fails_on_one_rank]
 
 
 def main() -> int:
