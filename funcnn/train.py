@@ -423,9 +423,9 @@ def _parallel_step(step, comm, run, xb, yb, key, with_state: bool, ctrl_c: list,
     weighted by their share, the grads summed over the ranks (one Allreduce; with
     ``sum_grads=False`` this rank's weighted grads, None without rows, for a sharded
     update to reduce), the loss and the model state made the same on every rank. An
-    error on one rank is raised on
-    every rank, so none is left waiting in the next collective; so is a Ctrl-C noted in
-    ``ctrl_c[0]`` (see :func:`_ctrl_c_noted`): all ranks stop before the same step."""
+    error on one rank is raised on every rank, so none is left waiting in the next
+    collective; so is a Ctrl-C noted in ``ctrl_c[0]`` (see :func:`_ctrl_c_noted`): all
+    ranks stop before the same step."""
     mine = distributed.shard(len(xb), comm)
     rows = mine.stop - mine.start
     value, grads, new_state, failure = None, None, run.state, None
