@@ -137,6 +137,7 @@ class _Run(NamedTuple):
     elapsed: float  # seconds spent on the current epoch by earlier processes (resume)
     history: dict[str, tuple[float, ...]]
     best: tuple[BestModel, ...]
+    epoch_lr: float | None = None  # the lr (times lr_scale) when the current epoch began
 
 
 def fit(
@@ -335,7 +336,10 @@ def fit(
         for epoch in range(run.epoch, epochs):
             started = time.perf_counter()
             scale = float(run.plateau["scale"]) if run.plateau else 1.0
-            lr = float(run.opt_state["lr"]) * scale if "lr" in run.opt_state else math.nan
+            if run.batch == 0 or run.epoch_lr is None:  # else resumed mid-epoch: its lr is saved
+                lr = float(run.opt_state["lr"]) * scale if "lr" in run.opt_state else math.nan
+                run = run._replace(epoch_lr=lr)
+            lr = run.epoch_lr
             order = data.batches(x, y, batch_size, key=random.fold_in(key, epoch),
                                  shuffle=shuffle, drop_last=drop_last)
             for xb, yb in itertools.islice(order, run.batch, None):
@@ -517,6 +521,7 @@ def _save_run(folder, run: _Run, key, batch_size, n):
             "count": np.array(run.count, np.int64),
             "since_best": np.array(run.since_best, np.int64),
             "elapsed": np.array(run.elapsed, np.float64),
+            "epoch_lr": np.array(math.nan if run.epoch_lr is None else run.epoch_lr, np.float64),
             "batch_size": np.array(batch_size, np.int64),
             "samples": np.array(n, np.int64),
         },
@@ -567,9 +572,18 @@ def _load_latest(folder, params, opt_state, model_state, plateau, key, batch_siz
                     epoch=int(progress["epoch"]),
                     batch=int(progress["batch"]), loss_sum=float(progress["loss_sum"]),
                     count=int(progress["count"]), since_best=int(progress["since_best"]),
-                    elapsed=float(progress["elapsed"]), history=history, best=best)
+                    elapsed=float(progress["elapsed"]), history=history, best=best,
+                    epoch_lr=_saved_epoch_lr(progress))
     except KeyError as missing:
         raise CheckpointError(f"{path} is not a fit() checkpoint: {missing} is missing") from None
+
+
+def _saved_epoch_lr(progress: dict) -> float | None:
+    """The lr recorded for the epoch a checkpoint stopped in (None in checkpoints written
+    before it was saved: the lr where the run resumes is recorded then)."""
+    if "epoch_lr" not in progress:
+        return None
+    return float(progress["epoch_lr"])
 
 
 # --- argument checks -----------------------------------------------------------------

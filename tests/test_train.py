@@ -120,13 +120,15 @@ def test_ctrl_c_returns_what_was_trained():
     assert int(result.opt_state["step"]) == 7 * 3 + 1
 
 
+@pytest.mark.parametrize("lr", [0.01, fn.optim.schedules.exponential_decay(0.01, 0.5, 7)],
+                         ids=["constant-lr", "scheduled-lr"])
 @pytest.mark.parametrize("interrupt_at", [7 * 2 + 4, 7 * 4])  # mid-epoch and epoch boundary
-def test_resume_after_interrupt_is_bit_exact(tmp_path, interrupt_at):
-    full = run(epochs=6)
-    first = run(epochs=6, opt=InterruptAfter(fn.optim.adam(0.01), n=interrupt_at),
+def test_resume_after_interrupt_is_bit_exact(tmp_path, interrupt_at, lr):
+    full = run(epochs=6, opt=fn.optim.adam(lr))
+    first = run(epochs=6, opt=InterruptAfter(fn.optim.adam(lr), n=interrupt_at),
                 checkpoint_dir=tmp_path)
     assert first.stop_reason == "interrupted"
-    resumed = run(epochs=6, checkpoint_dir=tmp_path, resume=True)
+    resumed = run(epochs=6, opt=fn.optim.adam(lr), checkpoint_dir=tmp_path, resume=True)
     assert fn.tree.equal(resumed.params, full.params)
     assert fn.tree.equal(resumed.opt_state, full.opt_state)
     for name in ("train_loss", "val_loss", "lr"):
