@@ -128,10 +128,12 @@ def max_pool_forward(x: np.ndarray, kernel_size: Any, stride: Any = None,
     source = _padded(x, g, -np.inf)
     y = np.empty_like(x, shape=g.y_shape)
     winner = np.empty_like(y, dtype=np.min_scalar_type(len(g.taps) - 1))
-    beats = np.empty_like(y, dtype=bool)
-    tagged = np.empty_like(winner)
-    for b in _blocks(source):  # all the passes over a block, while it is in cache
-        _max_taps([source[b][where] for where in g.taps], y[b], winner[b], beats[b], tagged[b])
+    blocks = _blocks(source)
+    beats = np.empty_like(y[blocks[0]], dtype=bool)  # scratch for one block, reused by each
+    tagged = np.empty_like(winner[blocks[0]])
+    for b in blocks:  # all the passes over a block, while it is in cache
+        n = len(y[b])
+        _max_taps([source[b][where] for where in g.taps], y[b], winner[b], beats[:n], tagged[:n])
     return y, MaxPoolSaved(winner, x.dtype, g)
 
 
@@ -167,18 +169,19 @@ def max_pool_backward(saved: MaxPoolSaved, dy: np.ndarray) -> np.ndarray:
         dy = dy_ordered
     dy_bits = dy.view(bits)
     dx = (np.empty_like if g.tiled else np.zeros_like)(winner, dtype=dtype, shape=g.padded_shape)
-    won = np.empty_like(winner, dtype=bool)
-    mask = np.empty_like(winner, dtype=bits)
-    picked = np.empty_like(winner, dtype=bits) if g.overlapping else None
-    for b in _blocks(dx):
+    blocks = _blocks(dx)
+    won = np.empty_like(winner[blocks[0]], dtype=bool)  # scratch for one block, reused by each
+    mask = np.empty_like(won, dtype=bits)
+    for b in blocks:
+        n = len(dx[b])
         for t, where in enumerate(g.taps):
-            np.equal(winner[b], t, out=won[b])
-            np.negative(won[b], out=mask[b], dtype=bits)  # True -> all ones, False -> 0
+            np.equal(winner[b], t, out=won[:n])
+            np.negative(won[:n], out=mask[:n], dtype=bits)  # True -> all ones, False -> 0
             if g.overlapping:
-                np.bitwise_and(dy_bits[b], mask[b], out=picked[b])
-                dx[b][where] += picked[b].view(dtype)
+                np.bitwise_and(dy_bits[b], mask[:n], out=mask[:n])
+                dx[b][where] += mask[:n].view(dtype)
             else:
-                np.bitwise_and(dy_bits[b], mask[b], out=dx[b][where].view(bits))
+                np.bitwise_and(dy_bits[b], mask[:n], out=dx[b][where].view(bits))
     return dx if g.inner is None else dx[g.inner]
 
 
@@ -217,9 +220,10 @@ def avg_pool_backward(saved: AvgPoolSaved, dy: np.ndarray) -> np.ndarray:
 
 
 def _blocks(a: np.ndarray) -> list[slice]:
-    """Slices of the samples (first axis) of ``a``, about ``BLOCK_BYTES`` each."""
+    """Slices of the samples (first axis) of ``a``, about ``BLOCK_BYTES`` each, the first the
+    largest (one empty slice for an empty batch)."""
     step = max(1, BLOCK_BYTES * len(a) // max(a.nbytes, 1))
-    return [slice(start, start + step) for start in range(0, len(a), step)]
+    return [slice(start, start + step) for start in range(0, max(len(a), 1), step)]
 
 
 def _padded(x: np.ndarray, g: PoolGeometry, fill: float) -> np.ndarray:
