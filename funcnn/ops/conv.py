@@ -240,14 +240,14 @@ def _input_grad(dy_groups: np.ndarray, weight: np.ndarray, g: ConvGeometry,
     Without ``scratch`` (the forward's ``cols`` were kept: they are small), a new buffer
     holds the products of the whole batch.
     """
-    per_sample = math.prod(g.out) * g.in_channels
+    rows_per_sample = math.prod(g.out)
+    per_sample = rows_per_sample * g.in_channels  # elements of dy @ W_t for one sample
     if scratch is None:
         scratch = np.empty(max(g.batch, 1) * per_sample, weight.dtype)
     step = max(1, scratch.size // per_sample)
     buffer = scratch.reshape(-1)[:step * per_sample].reshape(-1, g.in_channels)
     dx = np.zeros((g.batch, *g.padded, g.in_channels), weight.dtype)
     per_tap = _per_tap(weight, g)
-    rows_per_sample = math.prod(g.out)
     for start in range(0, g.batch, step):
         stop = min(start + step, g.batch)
         rows = slice(start * rows_per_sample, stop * rows_per_sample)
@@ -273,8 +273,8 @@ def _per_tap(weight: np.ndarray, g: ConvGeometry) -> np.ndarray:
 
 def _add_dx(dx: np.ndarray, dy_groups: np.ndarray, per_tap: np.ndarray, g: ConvGeometry,
             buffer: np.ndarray) -> None:
-    """``dx += sum over taps t of scatter_t(dy @ W_t)`` for one chunk of samples (``dx``
-    channels-last and padded), through ``buffer`` (at least ``(rows, C)``)."""
+    """``dx += sum over taps t of scatter_t(dy @ W_t)`` for some samples (``dx`` channels-last
+    and padded, ``dy_groups`` their rows), through ``buffer`` (at least ``(rows, C)``)."""
     product = buffer[:dy_groups.shape[1]]
     product_groups = _by_group(product, g.groups)
     image = product.reshape(dx.shape[0], *g.out, g.in_channels)
