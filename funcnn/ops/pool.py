@@ -37,7 +37,7 @@ BLOCK_BYTES = 1 << 20
 """Pools run all their passes over one block of samples (about this much input) before the
 next, with scratch for one block: a 2x2 max pool over T6's 128 x 32 x 26 x 26 floats took
 2.7 ms forward and 2.1 ms backward in blocks of 8 samples (0.7 MB), 3.2 and 2.4 ms in one
-(11 MB); blocks of 0.5 or 2 MB were no faster (one thread)."""
+(11 MB), 2.6 and 2.2 ms in blocks of 0.5 MB, 3.1 and 2.4 ms in blocks of 2 MB (one thread)."""
 
 
 class PoolGeometry(NamedTuple):
