@@ -4,6 +4,7 @@
     python -m benchmarks.conv_ops --quick          # a smoke run (few rounds)
     python -m benchmarks.conv_ops --dtype float64
     python -m benchmarks.conv_ops --threads 1     # numpy's BLAS and torch on one thread each
+    python -m benchmarks.conv_ops --before 1fadb21  # also that revision's funcnn.ops, interleaved
 
 Every row times forward + backward of one thing on the issue's workloads, with the
 same inputs for both sides, in interleaved rounds (each round runs a block of calls of
@@ -18,15 +19,20 @@ every implementation in a fresh random order; the first call of a block is disca
   in NCHW/OIHW and ``reduce_window`` max pooling).
 
 Before timing, each row checks that every side computes torch's outputs and gradients.
-Also printed: what ``saved`` holds per layer, and the peak memory (tracemalloc) of the
-numpy T6 forward + backward against what it must hold. Figures go to stdout (markdown);
-none is asserted anywhere.
+Also printed: the minor page faults per call of each side (the first touch of memory
+the allocator got fresh from the kernel; each costs microseconds, measured and printed
+too), what ``saved`` holds per layer, and the peak memory (tracemalloc) of the numpy T6
+forward + backward against what it must hold. Figures go to stdout (markdown); none is
+asserted anywhere.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import mmap
+import resource
 import sys
 import time
 import tracemalloc
@@ -38,8 +44,10 @@ if str(_ROOT) not in sys.path[:1]:
 
 import numpy as np
 
+import funcnn.ops
+from benchmarks import before as before_lib
 from benchmarks import harness, run
-from funcnn.ops import conv_backward, conv_forward, max_pool_backward, max_pool_forward
+from funcnn.ops import conv_forward, max_pool_forward
 
 # (name, input shape, layers); a layer is ("conv", in, out, padding) | ("relu",) | ("pool", k)
 # | ("flatten",) | ("linear", in, out)
@@ -71,17 +79,18 @@ def make_params(layers, dtype, rng):
 # --- numpy (funcnn.ops) -------------------------------------------------------------
 
 
-def numpy_forward_backward(layers, params, x, labels):
-    """Forward, mean softmax cross-entropy, backward; returns (loss, grads per layer, saved)."""
+def numpy_forward_backward(layers, params, x, labels, ops=funcnn.ops):
+    """Forward, mean softmax cross-entropy, backward; returns (loss, grads per layer, saved).
+    ``ops``: the convolution and pooling ops (``funcnn.ops`` of this or another revision)."""
     saved, h = [], x
     for spec, p in zip(layers, params):
         kind = spec[0]
         if kind == "conv":
-            h, s = conv_forward(h, p[0], p[1], padding=spec[3])
+            h, s = ops.conv_forward(h, p[0], p[1], padding=spec[3])
         elif kind == "relu":
             h = s = np.maximum(h, 0)
         elif kind == "pool":
-            h, s = max_pool_forward(h, spec[1])
+            h, s = ops.max_pool_forward(h, spec[1])
         elif kind == "flatten":
             s, h = h.shape, h.reshape(len(h), -1)
         else:
@@ -99,12 +108,12 @@ def numpy_forward_backward(layers, params, x, labels):
         spec, p, s = layers[i], params[i], saved[i]
         kind, first = spec[0], i == 0
         if kind == "conv":
-            dw, db, d = conv_backward(s, d, need_dx=not first)
+            dw, db, d = ops.conv_backward(s, d, need_dx=not first)
             grads[i] = (dw, db)
         elif kind == "relu":
             d = d * (s > 0)
         elif kind == "pool":
-            d = max_pool_backward(s, d)
+            d = ops.max_pool_backward(s, d)
         elif kind == "flatten":
             d = d.reshape(s)
         else:
@@ -152,8 +161,9 @@ def torch_forward_backward(model, x, labels):
 # --- rows -------------------------------------------------------------------------------
 
 
-def layer_rows(workload, dtype, rng):
-    """One row per conv and pool layer: numpy and torch closures on that layer's real input."""
+def layer_rows(workload, dtype, rng, sides):
+    """One row per conv and pool layer: a closure per side (``{name: ops}``) and torch's, on
+    that layer's real input."""
     import torch
 
     name, shape, layers = workload
@@ -164,13 +174,13 @@ def layer_rows(workload, dtype, rng):
         if spec[0] == "conv":
             conv_i += 1
             rows.append((f"{name.split()[0]} conv{conv_i} {spec[1]}->{spec[2]}, x {h.shape}",
-                         conv_pair(h, p, spec[3], need_dx=i > 0)))
+                         conv_pair(h, p, spec[3], need_dx=i > 0, sides=sides)))
             h = conv_forward(h, p[0], p[1], padding=spec[3])[0]
         elif spec[0] == "relu":
             h = np.maximum(h, 0)
         elif spec[0] == "pool":
             pool_i += 1
-            rows.append((f"{name.split()[0]} pool{pool_i}, x {h.shape}", pool_pair(h, spec[1])))
+            rows.append((f"{name.split()[0]} pool{pool_i}, x {h.shape}", pool_pair(h, spec[1], sides)))
             h = max_pool_forward(h, spec[1])[0]
         else:
             break
@@ -178,7 +188,7 @@ def layer_rows(workload, dtype, rng):
     return rows
 
 
-def conv_pair(x, p, padding, need_dx):
+def conv_pair(x, p, padding, need_dx, sides):
     import torch
 
     w, b = p
@@ -191,9 +201,11 @@ def conv_pair(x, p, padding, need_dx):
     bt = torch.from_numpy(b.copy()).requires_grad_()
     dyt = torch.from_numpy(dy)
 
-    def ours():
-        y, saved = conv_forward(x, w, b, padding=padding)
-        return (y, *conv_backward(saved, dy_like_y, need_dx=need_dx))
+    def ours(ops):
+        def forward_backward():
+            y, saved = ops.conv_forward(x, w, b, padding=padding)
+            return (y, *ops.conv_backward(saved, dy_like_y, need_dx=need_dx))
+        return forward_backward
 
     def theirs():
         wt.grad = bt.grad = xt.grad = None
@@ -201,10 +213,10 @@ def conv_pair(x, p, padding, need_dx):
         yt.backward(dyt)
         return yt, wt.grad, bt.grad, xt.grad
 
-    return {"ops": ours, "torch": theirs}
+    return {**{side: ours(ops) for side, ops in sides.items()}, "torch": theirs}
 
 
-def pool_pair(x, k):
+def pool_pair(x, k, sides):
     import torch
 
     y, _ = max_pool_forward(x, k)
@@ -212,9 +224,11 @@ def pool_pair(x, k):
     xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_()
     dyt = torch.from_numpy(dy)
 
-    def ours():
-        y, saved = max_pool_forward(x, k)
-        return y, max_pool_backward(saved, dy)
+    def ours(ops):
+        def forward_backward():
+            y, saved = ops.max_pool_forward(x, k)
+            return y, ops.max_pool_backward(saved, dy)
+        return forward_backward
 
     def theirs():
         xt.grad = None
@@ -222,10 +236,10 @@ def pool_pair(x, k):
         yt.backward(dyt)
         return yt, xt.grad
 
-    return {"ops": ours, "torch": theirs}
+    return {**{side: ours(ops) for side, ops in sides.items()}, "torch": theirs}
 
 
-def model_row(workload, dtype, rng):
+def model_row(workload, dtype, rng, sides):
     import torch
 
     name, shape, layers = workload
@@ -235,15 +249,17 @@ def model_row(workload, dtype, rng):
     model = torch_model(layers, params)
     xt, lt = torch.from_numpy(x), torch.from_numpy(labels)
 
-    def ours():
-        loss, grads, _ = numpy_forward_backward(layers, params, x, labels)
-        return (loss, *[g for pair in grads if pair is not None for g in pair])
+    def ours(ops):
+        def forward_backward():
+            loss, grads, _ = numpy_forward_backward(layers, params, x, labels, ops)
+            return (loss, *[g for pair in grads if pair is not None for g in pair])
+        return forward_backward
 
     def theirs():
         loss = torch_forward_backward(model, xt, lt)
         return (loss, *[p.grad for p in model.parameters()])
 
-    impls = {"ops": ours, "torch": theirs}
+    impls = {**{side: ours(ops) for side, ops in sides.items()}, "torch": theirs}
     jitted = jax_forward_backward(layers, params, x, labels)
     if jitted is not None:
         impls["jax.jit"] = jitted
@@ -315,7 +331,8 @@ def jax_forward_backward(layers, params, x, labels):
 
 
 def time_rows(rows, *, rounds, block_seconds, rng):
-    """Interleaved: each round, every (row, side) runs a block of calls, in random order."""
+    """Interleaved: each round, every (row, side) runs a block of calls, in random order.
+    Returns the times, the minor page faults per call, and the load of other processes."""
     jobs = [(label, side, fn) for label, impls in rows for side, fn in impls.items()]
     block = {}
     for label, side, fn in jobs:  # warm-up and block size
@@ -326,18 +343,39 @@ def time_rows(rows, *, rounds, block_seconds, rng):
             times.append(time.perf_counter() - t0)
         block[label, side] = int(np.clip(block_seconds / np.median(times[2:]), 3, 200))
     samples = {(label, side): [] for label, side, _ in jobs}
+    faults = dict.fromkeys(samples, 0)
     with harness.LoadMeter() as load:
         for _ in range(rounds):
             for k in rng.permutation(len(jobs)):
                 label, side, fn = jobs[k]
                 gc.collect()
                 for j in range(1 + block[label, side]):
+                    faults_before = minor_faults()
                     t0 = time.perf_counter_ns()
                     fn()
                     dt = time.perf_counter_ns() - t0
                     if j:
                         samples[label, side].append(dt)
-    return samples, load.others
+                        faults[label, side] += minor_faults() - faults_before
+    per_call = {key: faults[key] / max(len(times), 1) for key, times in samples.items()}
+    return samples, per_call, load.others
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (memory first touched after the kernel
+    mapped it: fresh from the allocator)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def page_fault_cost(n_bytes: int = 16 << 20) -> float:
+    """Seconds a minor page fault costs here: touch one byte a page of fresh anonymous memory."""
+    with mmap.mmap(-1, n_bytes) as memory:
+        pages = np.frombuffer(memory, np.uint8)[::mmap.PAGESIZE]
+        faults_before, t0 = minor_faults(), time.perf_counter()
+        pages[...] = 1
+        seconds, faults = time.perf_counter() - t0, minor_faults() - faults_before
+        del pages
+    return seconds / max(faults, 1)
 
 
 def measure_memory(dtype, rng):
@@ -405,6 +443,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None,
                    help="limit numpy's BLAS (threadpoolctl) and torch to this many threads; 1 gives "
                         "steadier figures on a loaded machine")
+    p.add_argument("--before", metavar="REV", default=None,
+                   help="also time funcnn.ops as of git revision REV (e.g. a commit), interleaved")
     args = p.parse_args(argv)
     limiter = run.limit_threads(args.threads) if args.threads else None  # noqa: F841 - kept alive
     try:
@@ -414,14 +454,17 @@ def main(argv=None) -> int:
         return 1
     dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
-    rows = []
-    for workload in (T5, T6):
-        rows += layer_rows(workload, dtype, rng)
-        rows.append(model_row(workload, dtype, rng))
-    for label, impls in rows:
-        check_same(impls, dtype, label)
-    rounds = args.rounds or (2 if args.quick else 15)
-    samples, others = time_rows(rows, rounds=rounds, block_seconds=0.02 if args.quick else 0.15, rng=rng)
+    with (before_lib.funcnn_at(args.before, _ROOT) if args.before else contextlib.nullcontext()) as before:
+        sides = {"ops": funcnn.ops, **({f"ops {before.rev}": before.fn.ops} if before else {})}
+        rows = []
+        for workload in (T5, T6):
+            rows += layer_rows(workload, dtype, rng, sides)
+            rows.append(model_row(workload, dtype, rng, sides))
+        for label, impls in rows:
+            check_same(impls, dtype, label)
+        rounds = args.rounds or (2 if args.quick else 15)
+        samples, faults, others = time_rows(rows, rounds=rounds,
+                                            block_seconds=0.02 if args.quick else 0.15, rng=rng)
     info = harness.machine_info({"torch": torch.__version__, "jax": jax_version()})
     print(f"# funcnn.ops vs torch eager, {args.dtype}, forward + backward\n")
     print(f"{info['cpu']}, {info['usable_cpus']} usable cores; numpy {info['numpy']}, torch "
@@ -429,17 +472,10 @@ def main(argv=None) -> int:
           f"{[b.get('num_threads') for b in info['blas']]}; {info['funcnn']}; "
           f"{rounds} interleaved rounds; other processes used {others:.2f} cores meanwhile.\n"
           if others is not None else "\n")
-    print("| what | funcnn.ops | torch eager | ops / torch | jax.jit | ops / jax.jit |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for label, impls in rows:
-        a, b = samples[label, "ops"], samples[label, "torch"]
-        line = f"| {label} | {fmt_ms(a)} | {fmt_ms(b)} | {np.median(a) / np.median(b):.2f} |"
-        if "jax.jit" in impls:
-            c = samples[label, "jax.jit"]
-            line += f" {fmt_ms(c)} | {np.median(a) / np.median(c):.2f} |"
-        else:
-            line += " | |"
-        print(line)
+    print_times(rows, samples, list(sides))
+    print(f"\nMinor page faults per call (memory fresh from the kernel; one costs "
+          f"{page_fault_cost() * 1e6:.1f} µs here):\n")
+    print_faults(rows, faults, list(sides))
     mem = measure_memory(dtype, rng)
     must = mem["activations"] + mem["params"] + mem["grads"] + mem["input"]
     print(f"\nT6 numpy forward + backward, peak traced memory {mem['peak'] / 2**20:.1f} MiB; "
@@ -450,6 +486,33 @@ def main(argv=None) -> int:
     for layer, what in mem["saved"]:
         print(f"| {layer} | {what} |")
     return 0
+
+
+def print_times(rows, samples, sides):
+    """The timing table: each side, torch and jax.jit, and each side's ratio to torch (and to
+    the first side, for the others: this revision against an earlier one)."""
+    first, *others = sides
+    head = [*sides, "torch eager", *[f"{s} / torch" for s in sides], *[f"{first} / {s}" for s in others],
+            "jax.jit", f"{first} / jax.jit"]
+    print("| what | " + " | ".join(head) + " |")
+    print("|" + " --- |" * (len(head) + 1))
+    for label, impls in rows:
+        median = {side: np.median(samples[label, side]) for side in impls}
+        cells = [fmt_ms(samples[label, side]) for side in [*sides, "torch"]]
+        cells += [f"{median[side] / median['torch']:.2f}" for side in sides]
+        cells += [f"{median[first] / median[side]:.2f}" for side in others]
+        if "jax.jit" in impls:
+            cells += [fmt_ms(samples[label, "jax.jit"]), f"{median[first] / median['jax.jit']:.2f}"]
+        else:
+            cells += ["", ""]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+def print_faults(rows, faults, sides):
+    print("| what | " + " | ".join([*sides, "torch eager"]) + " |")
+    print("|" + " --- |" * (len(sides) + 2))
+    for label, _impls in rows:
+        print(f"| {label} | " + " | ".join(f"{faults[label, side]:.0f}" for side in [*sides, "torch"]) + " |")
 
 
 if __name__ == "__main__":

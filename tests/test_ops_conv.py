@@ -233,6 +233,25 @@ def test_saved_holds_a_view_of_x_without_padding_and_cols_only_when_small(monkey
     assert conv_forward(x, np.ones((4, 3, 3, 3)), None)[1].cols is None
 
 
+@pytest.mark.parametrize("kw", [{}, {"padding": 1, "stride": 2}, {"groups": 2, "padding": (1, 0)}])
+def test_dx_in_pieces_of_samples_equals_torch(kw):
+    """The input gradient's GEMMs run over as many samples as the scratch holds: one sample
+    at a time, two, or all (no scratch) give torch's dx."""
+    rng = np.random.default_rng(5)
+    x, weight = rng.standard_normal((5, 4, 6, 5)), rng.standard_normal((6, 4 // kw.get("groups", 1), 3, 2))
+    y, saved = conv_forward(x, weight, None, **kw)
+    dy = rng.standard_normal(y.shape)
+    *_, tdx = torch_conv(x, weight, None, dy, **{"stride": 1, "padding": 0, "dilation": 1, "groups": 1, **kw})
+    g = saved.geometry
+    dy_groups = conv_ops._by_group(dy.transpose(g.to_last).reshape(g.rows, g.out_channels), g.groups)
+    per_sample = int(np.prod(g.out)) * g.in_channels
+    for scratch in (np.empty(per_sample), np.empty(2 * per_sample + 1), None):
+        dx = conv_ops._input_grad(dy_groups, weight, g, scratch)
+        if g.inner is not None:
+            dx = dx[g.inner]
+        assert_close(dx.transpose(g.to_first), tdx, "dx")
+
+
 def test_geometry_output_sizes_and_same_padding_like_torch():
     g = conv_geometry((1, 1, 10, 7), (1, 1, 4, 3), padding="same", dilation=(1, 2))
     assert g.pads == ((1, 2), (2, 2)) and g.out == (10, 7)  # the odd extra zero goes after

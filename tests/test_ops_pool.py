@@ -54,13 +54,14 @@ def pool_cases(draw, dims=(1, 2), padding_fills=True):
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
-@given(case=pool_cases(), dy_layout=st.sampled_from(LAYOUTS), one_block=st.booleans())
-def test_forward_and_grads_equal_torch(kind, case, dy_layout, one_block):
-    """``one_block``: all samples in one block of passes, else a sample a block."""
+@given(case=pool_cases(), dy_layout=st.sampled_from(LAYOUTS), per_block=st.sampled_from([1, 2, None]))
+def test_forward_and_grads_equal_torch(kind, case, dy_layout, per_block):
+    """``per_block``: samples of ``x`` a block of passes (None: all in one); with 2, a batch
+    of 3 ends in a smaller block than the scratch is made for."""
     x, kernel, stride, padding, rng = case
     forward, backward = OPS[kind]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pool_ops, "BLOCK_BYTES", 1 << 40 if one_block else 1)
+        patch.setattr(pool_ops, "BLOCK_BYTES", 1 << 40 if per_block is None else per_block * x[0].nbytes)
         y, saved = forward(frozen(x), kernel, stride, padding)
         dy = relayout(rng.standard_normal(y.shape), dy_layout)
         dx = backward(saved, frozen(dy))
@@ -126,6 +127,68 @@ def test_max_grad_is_exactly_zero_off_the_winners_even_for_infinite_dy():
     assert not np.signbit(dx[0, 0, 0])  # +0.0, as torch
     dx = max_pool_backward(saved, np.array([[[-1.0, -2.0]]]))
     assert not np.any(np.signbit(dx[dx == 0]))
+
+
+def first_max_reference(x, kernel, stride):
+    """Max pooling by a loop over windows (no padding): ``y`` and the flat index in ``x``
+    of each window's first maximum in row-major order."""
+    n, c, *spatial = x.shape
+    out = [(s - k) // st + 1 for s, k, st in zip(spatial, kernel, stride)]
+    y, where = np.empty((n, c, *out), x.dtype), np.empty((n, c, *out), np.int64)
+    index = np.arange(x.size).reshape(x.shape)
+    for i, j, *o in np.ndindex(n, c, *out):
+        window = tuple(slice(p * st, p * st + k) for p, st, k in zip(o, stride, kernel))
+        values, flat = x[(i, j, *window)].ravel(), index[(i, j, *window)].ravel()
+        y[(i, j, *o)], where[(i, j, *o)] = values.max(), flat[values.argmax()]
+    return y, where
+
+
+SPECIAL_DY = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-40, -2.5]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape, kernel, stride", [
+    ((2, 3, 6, 4), (2, 2), (2, 2)),  # tiled
+    ((3, 2, 7, 5), (2, 2), (2, 2)),  # a row and a column left over
+    ((2, 2, 6, 9), (2, 3), (3, 3)),  # gaps between windows
+    ((1, 3, 9), (3,), (3,)),
+])
+def test_max_pool_routes_dy_bit_for_bit_to_the_first_maximum(dtype, layout, shape, kernel, stride):
+    """Ties, infinities and special ``dy`` values, in non-overlapping windows: ``y`` and the
+    winner equal a loop over windows; each winner gets ``dy`` bit for bit (NaN, inf, -0.0),
+    every other element exactly +0.0; and the values equal torch's."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(-1, 2, shape).astype(dtype)  # few values: ties everywhere
+    x.ravel()[rng.choice(x.size, 4, replace=False)] = [np.inf, -np.inf, np.inf, -np.inf]
+    x = relayout(x, layout)
+    ref_y, ref_where = first_max_reference(np.asarray(x), kernel, stride)
+    y, saved = max_pool_forward(frozen(x), kernel, stride)
+    dy = rng.choice(np.array(SPECIAL_DY, dtype), ref_y.shape)
+    dx = max_pool_backward(saved, frozen(relayout(dy, layout)))
+    np.testing.assert_array_equal(y, ref_y)
+    bits = np.dtype(f"u{np.dtype(dtype).itemsize}")
+    expected = np.zeros(x.shape, bits)
+    expected.ravel()[ref_where.ravel()] = dy.view(bits).ravel()
+    np.testing.assert_array_equal(np.ascontiguousarray(dx).view(bits), expected)
+    ty, tdx = torch_pool("max", x, dy, kernel, stride, 0)
+    np.testing.assert_array_equal(y, ty)
+    np.testing.assert_array_equal(dx, tdx)  # torch adds dy to +0.0: -0.0 becomes +0.0, equal here
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "channels-last"])
+def test_a_window_with_nan_gives_nan_and_its_gradient_to_one_element(dtype, layout):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(dtype)
+    x.ravel()[rng.choice(x.size, 12, replace=False)] = np.nan
+    x = relayout(x, layout)
+    y, saved = max_pool_forward(x, 2)
+    windows = np.asarray(x).reshape(2, 3, 3, 2, 3, 2)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(windows).any(axis=(3, 5)))
+    dx = max_pool_backward(saved, np.full(y.shape, 2.0, dtype)).reshape(windows.shape)
+    np.testing.assert_array_equal((dx == 2).sum(axis=(3, 5)), 1)
+    assert dx.sum() == 2 * y.size
 
 
 def test_nan_propagates_in_the_forward_as_in_torch():
