@@ -76,7 +76,7 @@ def targets(results) -> list[tuple[str, str, str, str]]:
             out.append((k, "funcnn ÷ jax.jit step (step time)", _ratio(f_step, rival("jax.jit step")), "<= 1.0"))
         if k in SMALL_MLPS:
             out.append((k, "torch eager ÷ funcnn (step time)", _ratio(rival("torch eager"), f_step), ">= 4"))
-            out.append((k, "seed OOP ÷ funcnn (step time)", _ratio(rival("seed OOP"), f_step), ">= 1.5"))
+            out.append((k, "tutorial OOP ÷ funcnn (step time)", _ratio(rival("tutorial OOP"), f_step), ">= 1.5"))
             out.append((k, "stretch: funcnn epoch ÷ jax lax.scan epoch",
                         _ratio(f_epoch, rival("jax lax.scan epoch", "epoch")), "<= 2"))
         if k in ("T4", "T6"):
@@ -228,9 +228,9 @@ def _workload_section(res) -> list[str]:
             parts.append(f"{name} {rel:.1e}")
         lines.append(f"Same start, same batches: the first {len(ref)} losses differ from funcnn's by at most "
                      f"(relative) {', '.join(parts)}."
-                     + (" The seed's differ after its first step because its gradients are 1/batch "
+                     + (" The tutorial's code differs after its first step because its gradients are 1/batch "
                         "too small (and, with several ResNetBlocks, use one shared ReLU's cache)."
-                        if "seed OOP" in res["check"] else ""))
+                        if "tutorial OOP" in res["check"] else ""))
         lines.append("")
     for note in res["notes"]:
         lines += [f"Note: {note}.", ""]
@@ -314,12 +314,12 @@ def _method_section() -> list[str]:
             "- A step is forward + loss + backward + optimizer update on a batch already in the "
             "implementation's format (numpy, torch tensor, JAX device array); JAX steps are "
             "synchronised with `block_until_ready`. An epoch is a shuffle plus every batch, the short "
-            "last one included; funcnn, the seed and jax.jit get numpy slices of a numpy "
+            "last one included; funcnn, the tutorial's code and jax.jit get numpy slices of a numpy "
             "permutation, torch uses `torch.randperm` and tensor indexing, the lax.scan epoch "
             "gathers and loops inside one compiled function.",
             "- Every implementation starts from the same weights (funcnn's init, key 0) and sees "
             "the same batches; the loss check above shows they train the same network.",
-            "- funcnn, torch and JAX run float32, the seed float64 (as it is written). The GEMM "
+            "- funcnn, torch and JAX run float32, the tutorial's code float64 (as it is written). The GEMM "
             "floor times the step's GEMMs alone (forward, weight grads, input grads except the "
             "first layer's) with numpy into preallocated outputs; a convolution's are its im2col "
             "GEMMs, `(N * H_out * W_out, C * k * k) @ (C * k * k, O)` and the two gradient "

@@ -198,7 +198,7 @@ def _leaf_desc(leaf: tuple) -> str:
 def sine_data(n: int | None):
     n = 5000 if n is None else n
     x = np.linspace(0, 2 * np.pi, n).reshape(-1, 1)
-    return x, np.sin(x), f"sin(x) on {n} points of [0, 2pi] (as the seed)"
+    return x, np.sin(x), f"sin(x) on {n} points of [0, 2pi] (as the tutorial)"
 
 
 def airfoil_data(n: int | None):
@@ -210,7 +210,7 @@ def airfoil_data(n: int | None):
     rng = np.random.default_rng(0)
     if AIRFOIL_PATH.exists():
         data = np.loadtxt(AIRFOIL_PATH)
-        source = f"{AIRFOIL_PATH.name}, seed split: 50% train"
+        source = f"{AIRFOIL_PATH.name}, the tutorial's split: 50% train"
     else:
         m = 1503
         x = rng.standard_normal((m, 5))
@@ -515,8 +515,8 @@ def seed_impl(wl: Workload, x, y, weights) -> Impl:
         return xb.astype(np.float64), _targets(wl, yb, np.float64)
 
     xc, yc = convert(x, y)
-    return Impl("seed OOP", "float64", step, convert, _epoch_numpy(step, xc, yc, wl.batch),
-                note="gradients 1/batch too small (seed bug), kept", reset=reset)
+    return Impl("tutorial OOP", "float64", step, convert, _epoch_numpy(step, xc, yc, wl.batch),
+                note="gradients 1/batch too small (a bug of the tutorial), kept", reset=reset)
 
 
 # torch ----------------------------------------------------------------------------------
