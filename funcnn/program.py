@@ -216,6 +216,7 @@ class _Writer:
         self.opaque_calls += self.unchecked
         y, ns, saved = self.var("y"), self.var("n") if s is not None else "_", self.var("s")
         self.saved.append(saved)
+
         def call(f):
             return f"{y}, {ns}, {saved} = {f}({p}, {x}, {k}, {s or 'None'}, M)"
 
