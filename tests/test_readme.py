@@ -26,7 +26,8 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     scope: dict = {}
     with contextlib.redirect_stdout(io.StringIO()):
         exec(compile(code, str(README), "exec"), scope)
-        property_tests = [f for name, f in scope.items() if name.startswith("test_") and callable(f)]
+        property_tests = [f for name, f in scope.items()
+                          if name.startswith("test_") and callable(f)]
         for test in property_tests:  # the README's @given examples, run as hypothesis runs them
             test()
     assert property_tests, "the README shows a hypothesis property test"

@@ -56,54 +56,56 @@ def test_sigkill_at_random_moments_leaves_the_old_or_the_new_checkpoint(tmp_path
     path = tmp_path / "ckpt"
     fn.save(path, tree(0, LEAVES, SIZE))
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    stderr = open(tmp_path / "stderr", "w+")
-    spawner = subprocess.Popen(
-        [sys.executable, str(HELPER), str(path), str(LEAVES), str(SIZE)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1, env=env,
-    )
-    rng = random.Random(20240611)
-    counts = {"kills": 0, "mid_write": 0, "inside_save": 0, "new_file": 0, "old_file": 0,
-              "saves_completed": 0}
-    try:
-        for _ in range(KILLS):
-            spawner.stdin.write("go\n")
+    with open(tmp_path / "stderr", "w+") as stderr:
+        spawner = subprocess.Popen(
+            [sys.executable, str(HELPER), str(path), str(LEAVES), str(SIZE)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1,
+            env=env,
+        )
+        rng = random.Random(20240611)
+        counts = {"kills": 0, "mid_write": 0, "inside_save": 0, "new_file": 0, "old_file": 0,
+                  "saves_completed": 0}
+        try:
+            for _ in range(KILLS):
+                spawner.stdin.write("go\n")
+                spawner.stdin.flush()
+                pid = int(spawner.stdout.readline().split()[1])
+                first = spawner.stdout.readline().split()
+                assert first[0] == "start", (first, stderr.seek(0) or stderr.read())
+                start = int(first[1])
+                time.sleep(rng.uniform(0.0, 0.08))
+                os.kill(pid, signal.SIGKILL)
+                lines, status = read_round(spawner, pid)
+                assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
+                    status, stderr.seek(0) or stderr.read())
+                counts["kills"] += 1
+
+                saved = [int(line.split()[1]) for line in lines if line.startswith("saved")]
+                saving = [int(line.split()[1]) for line in lines if line.startswith("saving")]
+                old = max(saved, default=start)
+                in_save = bool(saving) and max(saving) > old  # killed between "saving" and "saved"
+                counts["saves_completed"] += len(saved)
+                counts["inside_save"] += in_save
+                leftovers = temp_files(tmp_path)
+                assert len(leftovers) <= 1, leftovers  # earlier dead writers' temps were cleaned
+                counts["mid_write"] += bool(leftovers)
+
+                loaded = fn.load(path)
+                generation = int(loaded["gen"])
+                expected = (old, old + 1) if in_save else (old,)
+                assert generation in expected, (generation, old, lines)
+                assert fn.tree.equal(loaded, tree(generation, LEAVES, SIZE)), \
+                    "a mix of two checkpoints"
+                counts["new_file" if generation == old + 1 else "old_file"] += 1
+            spawner.stdin.write("quit\n")
             spawner.stdin.flush()
-            pid = int(spawner.stdout.readline().split()[1])
-            first = spawner.stdout.readline().split()
-            assert first[0] == "start", (first, stderr.seek(0) or stderr.read())
-            start = int(first[1])
-            time.sleep(rng.uniform(0.0, 0.08))
-            os.kill(pid, signal.SIGKILL)
-            lines, status = read_round(spawner, pid)
-            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
-                status, stderr.seek(0) or stderr.read())
-            counts["kills"] += 1
-
-            saved = [int(line.split()[1]) for line in lines if line.startswith("saved")]
-            saving = [int(line.split()[1]) for line in lines if line.startswith("saving")]
-            old = max(saved, default=start)
-            in_save = bool(saving) and max(saving) > old  # killed between "saving" and "saved"
-            counts["saves_completed"] += len(saved)
-            counts["inside_save"] += in_save
-            leftovers = temp_files(tmp_path)
-            assert len(leftovers) <= 1, leftovers  # earlier dead writers' temps were cleaned
-            counts["mid_write"] += bool(leftovers)
-
-            loaded = fn.load(path)
-            generation = int(loaded["gen"])
-            assert generation in ((old, old + 1) if in_save else (old,)), (generation, old, lines)
-            assert fn.tree.equal(loaded, tree(generation, LEAVES, SIZE)), "a mix of two checkpoints"
-            counts["new_file" if generation == old + 1 else "old_file"] += 1
-        spawner.stdin.write("quit\n")
-        spawner.stdin.flush()
-        assert spawner.wait(timeout=30) == 0
-    finally:
-        if spawner.poll() is None:
-            spawner.kill()
-            spawner.wait()
-        spawner.stdin.close()
-        spawner.stdout.close()
-        stderr.close()
+            assert spawner.wait(timeout=30) == 0
+        finally:
+            if spawner.poll() is None:
+                spawner.kill()
+                spawner.wait()
+            spawner.stdin.close()
+            spawner.stdout.close()
 
     report("kill", **counts)
     print(counts)
