@@ -12,8 +12,8 @@ import math
 import numpy as np
 
 from funcnn import kernel
-from funcnn.errors import ShapeError
 from funcnn.checks import check_input, check_no_params
+from funcnn.errors import ShapeError
 from funcnn.numerics import sigmoid
 from funcnn.types import Layer
 
@@ -39,12 +39,18 @@ def _activation(name: str, forward, backward, uses_input: bool = True, check_x=N
         if check_x is not None:
             check_x(x)
 
-    def forward_rule(in_place: bool):
+    if uses_input:
         def kernel_forward(params, x, key, state, mode):
-            y = forward(x, out=x) if in_place else forward(x)
-            return y, state, ((x, y) if uses_input else y)
+            y = forward(x)
+            return y, state, (x, y)
+    else:  # the backward reads only y: keep nothing else
+        def kernel_forward(params, x, key, state, mode):
+            y = forward(x)
+            return y, state, y
 
-        return kernel_forward
+    def forward_into_x(params, x, key, state, mode):  # into_x: the backward reads only y
+        y = forward(x, out=x)
+        return y, state, y
 
     def backward_rule(in_place: bool):
         def kernel_backward(saved, dy, out, need_dx):
@@ -57,8 +63,8 @@ def _activation(name: str, forward, backward, uses_input: bool = True, check_x=N
 
         return kernel_backward
 
-    rule = kernel.Kernel(check, forward_rule(False), backward_rule(False), dx_memory=dx_memory,
-                         forward_into_x=forward_rule(True) if into_x else None,
+    rule = kernel.Kernel(check, kernel_forward, backward_rule(False), dx_memory=dx_memory,
+                         forward_into_x=forward_into_x if into_x else None,
                          backward_into_dy=backward_rule(True) if into_dy else None)
     return kernel.layer(rule, kernel.no_params, name)
 
